@@ -1,0 +1,80 @@
+"""smartconnect_async: an async client for the eOne SmartConnect REST API.
+
+from smartconnect_async import SmartConnect, Credentials
+
+async with SmartConnect(api_url, Credentials(email=..., password=..., company_id=...)) as sc:
+    for m in await sc.maps.list():
+        print(m.id)
+"""
+
+from ._redact import redact_url
+from ._tokens import MemoryTokenStore, TokenKey, TokenStore, hash_password
+from .client import SmartConnect
+from .data import RowStream
+from .exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    MapRunFailed,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseParseError,
+    RunOutcomeUnknown,
+    ServerError,
+    SmartConnectError,
+    UnknownMapError,
+)
+from .maps import MapRef
+from .models import (
+    Column,
+    Credentials,
+    DataSet,
+    MapInfo,
+    Row,
+    RunResult,
+    Timeout,
+    Token,
+    ValidationFailure,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "Column",
+    "Credentials",
+    "DataSet",
+    "MapInfo",
+    "MapRef",
+    "MapRunFailed",
+    "MemoryTokenStore",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseParseError",
+    "Row",
+    "RowStream",
+    "RunOutcomeUnknown",
+    "RunResult",
+    "ServerError",
+    "SmartConnect",
+    "SmartConnectError",
+    "Timeout",
+    "Token",
+    "TokenKey",
+    "TokenStore",
+    "UnknownMapError",
+    "ValidationFailure",
+    "__version__",
+    "hash_password",
+    "redact_url",
+]

@@ -1,0 +1,97 @@
+"""The seam between the transport and an HTTP library.
+
+A backend sends one request and hands back the status, the headers and the body as a
+byte stream. It reports every failure as a ``BackendFailure`` saying whether the request
+may have reached the server, which is what decides if a run can be sent again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import attrs
+
+from .models import Timeout
+
+__all__ = ["Backend", "BackendFailure", "BackendRequest", "BackendResponse", "FailureKind"]
+
+
+class FailureKind(enum.Enum):
+    """Where a request failed. The first four are before the request was sent."""
+
+    POOL_TIMEOUT = "waiting for a connection from the pool timed out"
+    CONNECT = "could not connect"
+    CONNECT_TIMEOUT = "connecting timed out"
+    WRITE = "sending the request failed"
+    WRITE_TIMEOUT = "sending the request timed out"
+    READ = "the connection failed before the whole answer arrived"
+    READ_TIMEOUT = "waiting for the answer timed out"
+
+    @property
+    def sent(self) -> bool:
+        """Whether the server may have received (and processed) the request."""
+        return self in (FailureKind.READ, FailureKind.READ_TIMEOUT)
+
+    @property
+    def timeout(self) -> bool:
+        return self in (
+            FailureKind.POOL_TIMEOUT,
+            FailureKind.CONNECT_TIMEOUT,
+            FailureKind.WRITE_TIMEOUT,
+            FailureKind.READ_TIMEOUT,
+        )
+
+
+class BackendFailure(Exception):
+    """A request failed in the HTTP layer. ``detail`` must hold no URL or secret."""
+
+    def __init__(self, kind: FailureKind, detail: str) -> None:
+        super().__init__(f"{kind.value}: {detail}" if detail else kind.value)
+        self.kind = kind
+        self.detail = detail
+
+
+@attrs.frozen
+class BackendRequest:
+    """One POST: the full URL (query already percent-encoded), headers, body, limits."""
+
+    url: str
+    headers: Mapping[str, str]
+    content: bytes | None
+    timeout: Timeout
+
+
+class BackendResponse(Protocol):
+    """An answer whose body has not been read yet."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Header names are matched case-insensitively."""
+        ...
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body, decoded of any content encoding, chunk by chunk."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        ...
+
+
+class Backend(Protocol):
+    """An HTTP library behind the transport."""
+
+    def send(self, request: BackendRequest) -> AbstractAsyncContextManager[BackendResponse]:
+        """Send ``request``; the answer's body is readable inside the context, and the
+        connection is released when it exits."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections (only those the backend owns)."""
+        ...

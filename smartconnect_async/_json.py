@@ -1,0 +1,70 @@
+"""Reading JSON answers: decode, then check each field's type, raising
+``ResponseParseError`` that names what was wrong."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from .exceptions import ResponseParseError
+
+__all__ = ["field", "json_list", "load", "variables_body"]
+
+T = TypeVar("T")
+
+
+def load(body: bytes, what: str) -> Any:
+    """The JSON value of ``body``."""
+    try:
+        return json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        excerpt = body[:60].decode("utf-8", "replace")
+        raise ResponseParseError(f"{what} is not valid JSON ({exc}): {excerpt!r}") from None
+
+
+def json_list(body: bytes, what: str) -> list[dict[str, Any]]:
+    """A JSON array of objects."""
+    value = load(body, what)
+    if not isinstance(value, list):
+        raise ResponseParseError(f"{what} is a JSON {type(value).__name__}, not a list")
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ResponseParseError(f"{what}[{index}] is a {type(item).__name__}, not an object")
+    return value
+
+
+def field(obj: dict[str, Any], name: str, kind: type[T], what: str, default: Any = ...) -> T:
+    """``obj[name]`` checked to be a ``kind``; ``default`` when missing or null, if given."""
+    value = obj.get(name)
+    if value is None:
+        if default is not ...:
+            return default  # type: ignore[no-any-return]
+        raise ResponseParseError(f"{what} has no {name!r}")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)  # type: ignore[return-value]
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # type: ignore[return-value]
+        raise ResponseParseError(f"{what}: {name!r} is {value!r}, not a whole number")
+    if not isinstance(value, kind):
+        raise ResponseParseError(f"{what}: {name!r} is {value!r}, not a {kind.__name__}")
+    return value
+
+
+def variables_body(variables: Mapping[str, str]) -> bytes:
+    """Global variables as the wire wants them: ``[{"Key": k, "Value": v}, ...]``."""
+    if not isinstance(variables, Mapping):
+        raise TypeError(
+            f"variables must be a mapping of name to value, not {type(variables).__name__}"
+        )
+    wire = []
+    for key, value in variables.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"variable name {key!r} must be a non-empty string")
+        if not isinstance(value, str):
+            raise TypeError(
+                f"variable {key!r}: value {value!r} is a {type(value).__name__}, not a str"
+            )
+        wire.append({"Key": key, "Value": value})
+    return json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode()

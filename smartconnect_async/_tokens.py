@@ -1,0 +1,286 @@
+"""Token rules: password hashing, reading a token's issue time, expiry arithmetic, the
+``TokenStore`` protocol and the single-flight per-company token cache."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Protocol, runtime_checkable
+
+import anyio
+import attrs
+
+from .models import Token
+
+__all__ = [
+    "MemoryTokenStore",
+    "TokenCache",
+    "TokenKey",
+    "TokenStore",
+    "add_months",
+    "hash_password",
+    "make_token",
+    "token_issue_time",
+]
+
+logger = logging.getLogger("smartconnect_async")
+
+_HASH_KEY = b"6clDgmNok3WtR8GKYW6N"
+TOKEN_LIFETIME_MONTHS = 3
+# Inside the mandatory window every caller waits for a new token; inside the advisory
+# window (the configurable refresh margin) one caller refreshes and the others go on
+# with the still valid token.
+MANDATORY_REFRESH = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=5)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def hash_password(password: str) -> str:
+    """The hashed form of ``password`` that GetToken accepts (SmartConnect's documented
+    scheme: base64 of HMAC-SHA256 keyed with the vendor's key)."""
+    message = (password + ":").encode() + _HASH_KEY
+    return base64.b64encode(hmac.new(_HASH_KEY, message, hashlib.sha256).digest()).decode()
+
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(Z|[+-]\d{2}:?\d{2})?\Z"
+)
+
+
+def token_issue_time(value: str) -> datetime | None:
+    """The issue time embedded in a token, as aware UTC; ``None`` when the token does not
+    decode as ``base64(hash#guid#guid#EMAIL#timestamp)``. A timestamp with no zone is UTC."""
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        decoded = base64.b64decode(padded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    parts = decoded.split("#")
+    if len(parts) < 5:
+        return None
+    match = _TIMESTAMP.match(parts[-1].strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zone = match.group(7), match.group(8)
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    try:
+        issued = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError:
+        return None
+    return issued.astimezone(timezone.utc)
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """``moment`` plus calendar months; a day past the new month's end becomes its last
+    day (31 January + 1 month = 28 or 29 February)."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def make_token(value: str, *, company_id: str, email: str, obtained_at: datetime) -> Token:
+    """A ``Token`` for ``value``: issued when the token says, else when it was obtained;
+    expiring three calendar months later.
+
+    An embedded issue time that cannot be right for a token just obtained (later than
+    now, beyond a few minutes of clock skew, or so old the token would already have
+    expired) is not trusted: the time it was obtained is used instead.
+    """
+    obtained = obtained_at.astimezone(timezone.utc)
+    issued = token_issue_time(value)
+    if (
+        issued is None
+        or issued > obtained + CLOCK_SKEW
+        or add_months(issued, TOKEN_LIFETIME_MONTHS) <= obtained + MANDATORY_REFRESH
+    ):
+        issued = obtained
+    return Token(
+        value=value,
+        company_id=company_id,
+        email=email,
+        issued_at=issued,
+        expires_at=add_months(issued, TOKEN_LIFETIME_MONTHS),
+    )
+
+
+@attrs.frozen
+class TokenKey:
+    """What a token is cached under: the API Url, the company and the user.
+
+    ``str(key)`` is a stable text form (no secret in it) that stores can use as a name.
+    """
+
+    api_url: str
+    company_id: str
+    email: str
+
+    @classmethod
+    def of(cls, api_url: str, company_id: str, email: str) -> TokenKey:
+        """A key with the parts normalised: no trailing slash, e-mail in lower case."""
+        return cls(api_url.rstrip("/"), company_id.strip(), email.strip().lower())
+
+    def __str__(self) -> str:
+        return f"{self.api_url}|{self.company_id}|{self.email}"
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where tokens are kept between calls. The default keeps them in memory; a
+    persistent or shared store (a file, Redis) implements these three methods."""
+
+    async def get(self, key: TokenKey) -> Token | None:
+        """The token stored under ``key``, or ``None``."""
+        ...
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        """Store ``token`` under ``key``, replacing any other."""
+        ...
+
+    async def delete(self, key: TokenKey) -> None:
+        """Forget the token stored under ``key``, if any."""
+        ...
+
+
+class MemoryTokenStore:
+    """Tokens in a dict, for the life of the process (the default store)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[TokenKey, Token] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryTokenStore({len(self._tokens)} token(s))"
+
+    async def get(self, key: TokenKey) -> Token | None:
+        return self._tokens.get(key)
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        self._tokens[key] = token
+
+    async def delete(self, key: TokenKey) -> None:
+        self._tokens.pop(key, None)
+
+
+Fetch = Callable[[], Awaitable[Token]]
+
+
+class TokenCache:
+    """Tokens per ``TokenKey``, fetched once however many callers ask at the same time.
+
+    - No token, or one about to expire (``MANDATORY_REFRESH``): every caller waits for
+      one fetch.
+    - Inside the refresh margin (default one day before expiry): one caller refreshes,
+      the others keep using the still valid token; a failed early refresh is logged,
+      not raised.
+    - ``invalidate`` drops a token only if it is still the stored one, so a burst of
+      401s for one stale token makes one new token, not one per caller.
+
+    A refresh that is cancelled or fails leaves the store as it was: the next caller
+    fetches again.
+    """
+
+    def __init__(
+        self,
+        store: TokenStore | None = None,
+        *,
+        refresh_margin: timedelta = timedelta(days=1),
+        clock: Clock = utc_now,
+    ) -> None:
+        if refresh_margin < timedelta(0):
+            raise ValueError("refresh_margin must not be negative")
+        self.store: TokenStore = store if store is not None else MemoryTokenStore()
+        self.refresh_margin = refresh_margin
+        self.clock = clock
+        self._locks: dict[TokenKey, anyio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"TokenCache(store={self.store!r}, refresh_margin={self.refresh_margin})"
+
+    def _lock(self, key: TokenKey) -> anyio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = anyio.Lock()
+        return lock
+
+    def _fresh(self, token: Token | None, margin: timedelta) -> bool:
+        return token is not None and self.clock() < token.expires_at - margin
+
+    async def get(self, key: TokenKey, fetch: Fetch, *, force_refresh: bool = False) -> Token:
+        """The token for ``key``, fetched with ``fetch`` when there is none usable.
+
+        ``force_refresh`` fetches a new token even if the stored one is fresh (once for
+        all callers that ask together).
+        """
+        token = await self.store.get(key)
+        if not force_refresh:
+            if self._fresh(token, self.refresh_margin):
+                assert token is not None
+                return token
+            if self._fresh(token, MANDATORY_REFRESH):
+                assert token is not None
+                return await self._refresh_early(key, token, fetch)
+        stale = token
+        async with self._lock(key):
+            token = await self.store.get(key)
+            if token is not None and token != stale and self._fresh(token, MANDATORY_REFRESH):
+                return token  # another caller refreshed while this one waited
+            if not force_refresh and self._fresh(token, self.refresh_margin):
+                assert token is not None
+                return token
+            return await self._fetch_and_store(key, fetch)
+
+    async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
+        lock = self._lock(key)
+        try:
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            return token  # someone else is refreshing; this token is still good
+        try:
+            current = await self.store.get(key)
+            if current is not None and current != token:
+                return current
+            try:
+                return await self._fetch_and_store(key, fetch)
+            except Exception as exc:
+                logger.warning(
+                    "early token refresh failed for company %s (%s); "
+                    "the current token stays in use until %s",
+                    key.company_id,
+                    type(exc).__name__,
+                    token.expires_at.isoformat(),
+                )
+                return token
+        finally:
+            lock.release()
+
+    async def _fetch_and_store(self, key: TokenKey, fetch: Fetch) -> Token:
+        token = await fetch()
+        await self.store.set(key, token)
+        return token
+
+    async def invalidate(self, key: TokenKey, failed: Token) -> None:
+        """Forget ``failed`` (a token the server refused) unless it was already replaced."""
+        async with self._lock(key):
+            current = await self.store.get(key)
+            if current is not None and current.value == failed.value:
+                await self.store.delete(key)

@@ -1,0 +1,453 @@
+"""The one place that does I/O: builds each request, adds the token, sends it through the
+backend, retries what is safe to retry, maps every failure to the library's exceptions
+and keeps secrets out of them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime, timezone
+from typing import Generic, TypeVar
+from urllib.parse import quote
+
+import anyio
+import attrs
+
+from . import _retry
+from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
+from ._redact import redact
+from ._tokens import TokenCache, TokenKey
+from .exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseParseError,
+    RunOutcomeUnknown,
+    ServerError,
+    SmartConnectError,
+)
+from .models import Timeout, Token
+
+__all__ = ["JSON", "XML", "Call", "Principal", "Transport"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+logger = logging.getLogger("smartconnect_async")
+
+JSON = "application/json"
+XML = "application/xml"
+_USER_AGENT = "smartconnect-async/0.1.0"
+_EXCERPT = 200
+
+
+@attrs.frozen
+class Call(Generic[T_co]):
+    """One API call, as an endpoint module declares it: no I/O, just what to send and how
+    to read the answer.
+
+    ``idempotent=False`` marks a call that must never be sent twice once it may have
+    reached the server (runs, SaveProcessErrors). ``parse`` turns the body of a successful
+    answer into the result and raises ``ResponseParseError`` when it cannot.
+    """
+
+    endpoint: str
+    parse: Callable[[bytes], T_co]
+    query: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    content_type: str | None = None
+    accept: str = JSON
+    idempotent: bool = True
+    authenticated: bool = True
+    refresh_on_401: bool = True
+    map_key: str | None = None
+
+
+@attrs.frozen
+class Principal:
+    """Who a call is made for: the token cache key, how to fetch a new token, and the
+    secrets that must never show in a message."""
+
+    key: TokenKey
+    fetch: Callable[[], Awaitable[Token]] = attrs.field(repr=False)
+    secrets: tuple[str, ...] = attrs.field(repr=False)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@attrs.frozen
+class _Opened:
+    """A successful answer, as the attempt loop hands it over."""
+
+    response: BackendResponse
+    body: bytes | None
+    token: Token | None
+    sent_at: datetime
+    attempt: int
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def _looks_like_html(content_type: str, body: bytes) -> bool:
+    if "html" in content_type.lower():
+        return True
+    head = body[:200].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
+    """A short, readable, secret-free excerpt of an answer's body."""
+    title = _TITLE.search(body[:8192])
+    if title is not None:
+        text = title.group(1).decode("utf-8", "replace")
+    else:
+        text = body[:4096].decode("utf-8", "replace")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            if isinstance(value, str):
+                text = value
+            elif isinstance(value, dict):
+                message = value.get("Message") or value.get("message")
+                text = message if isinstance(message, str) else text
+        if "<" in text:
+            text = _TAGS.sub(" ", text)
+    text = " ".join(text.split())
+    if len(text) > _EXCERPT:
+        text = text[: _EXCERPT - 1] + "…"
+    return redact(text, secrets)
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+}
+
+
+class Transport:
+    """Pooled, authenticated, retrying calls to one SmartConnect API Url.
+
+    Shared by every client made with ``with_credentials``: one connection pool, one
+    token cache.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        backend: Backend,
+        tokens: TokenCache,
+        *,
+        timeout: Timeout,
+        max_retries: int,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+        self.api_url = api_url.rstrip("/")
+        self.backend = backend
+        self.tokens = tokens
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"Transport({self.api_url!r}, closed={self.closed})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Calls made afterwards raise ``ClientClosedError``."""
+        if not self.closed:
+            self.closed = True
+            await self.backend.aclose()
+
+    async def token(self, principal: Principal, *, force_refresh: bool = False) -> Token:
+        """The cached token of ``principal``, fetched once for all concurrent callers."""
+        return await self.tokens.get(principal.key, principal.fetch, force_refresh=force_refresh)
+
+    async def call(
+        self,
+        call: Call[T],
+        principal: Principal | None,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> T:
+        """Make ``call`` and return its parsed answer."""
+        async with AsyncExitStack() as stack:
+            opened = await self._open(call, principal, stack, timeout, max_retries, read_body=True)
+        body = opened.body
+        assert body is not None
+        secrets = self._secrets(principal, opened.token)
+        request_id = opened.response.headers.get("x-request-id")
+        if _looks_like_html(opened.response.headers.get("content-type", ""), body):
+            message = (
+                f"{call.endpoint} answered with an HTML page instead of data "
+                f"(HTTP {opened.response.status}): {_excerpt(body, secrets)}"
+            )
+        else:
+            try:
+                return call.parse(body)
+            except ResponseParseError as exc:
+                message = redact(f"{call.endpoint}: {exc}", secrets)
+        error = ResponseParseError(message, endpoint=call.endpoint, request_id=request_id)
+        if call.idempotent:
+            raise error
+        unknown = RunOutcomeUnknown(
+            f"{message}; the request was processed but its result could not be read",
+            endpoint=call.endpoint,
+            map_key=call.map_key,
+            sent_at=opened.sent_at,
+            attempt=opened.attempt,
+            request_id=request_id,
+        )
+        raise unknown from error
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        call: Call[object],
+        principal: Principal | None,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Make ``call`` and give its body as a byte stream. Failures before the body
+        starts are retried like any call; a failure while streaming is raised."""
+        async with AsyncExitStack() as stack:
+            opened = await self._open(call, principal, stack, timeout, max_retries, read_body=False)
+            response = opened.response
+            if "html" in response.headers.get("content-type", "").lower():
+                body = await response.read()
+                raise ResponseParseError(
+                    f"{call.endpoint} answered with an HTML page instead of data "
+                    f"(HTTP {response.status}): "
+                    f"{_excerpt(body, self._secrets(principal, opened.token))}",
+                    endpoint=call.endpoint,
+                    request_id=response.headers.get("x-request-id"),
+                )
+            yield self._chunks(call, opened, principal)
+
+    async def _chunks(
+        self, call: Call[object], opened: _Opened, principal: Principal | None
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in opened.response.iter_bytes():
+                yield chunk
+        except BackendFailure as failure:
+            raise self._failure_error(
+                call, failure, principal, opened.token, opened.sent_at, opened.attempt
+            ) from None
+
+    # ---- the attempt loop -----------------------------------------------------------
+
+    def _secrets(self, principal: Principal | None, token: Token | None) -> tuple[str, ...]:
+        secrets = principal.secrets if principal is not None else ()
+        return (*secrets, token.value) if token is not None else secrets
+
+    def _request(self, call: Call[T], token: Token | None, timeout: Timeout) -> BackendRequest:
+        query = call.query if token is None else (("token", token.value), *call.query)
+        url = f"{self.api_url}/{call.endpoint}"
+        if query:
+            url += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
+        headers = {"Accept": call.accept, "User-Agent": _USER_AGENT}
+        if call.content_type is not None:
+            headers["Content-Type"] = call.content_type
+        return BackendRequest(url=url, headers=headers, content=call.body, timeout=timeout)
+
+    async def _open(
+        self,
+        call: Call[T],
+        principal: Principal | None,
+        stack: AsyncExitStack,
+        timeout: Timeout | float | None,
+        max_retries: int | None,
+        *,
+        read_body: bool,
+    ) -> _Opened:
+        """Send ``call`` until it succeeds or fails for good; return the successful answer
+        (kept open on ``stack``), with its body when ``read_body``."""
+        limits = self.timeout if timeout is None else Timeout.of(timeout)
+        retries_allowed = self.max_retries if max_retries is None else max_retries
+        if retries_allowed < 0:
+            raise ValueError("max_retries must not be negative")
+        retries = 0
+        refreshed = False
+        attempt = 0
+        while True:
+            if self.closed:
+                raise ClientClosedError("the SmartConnect client is closed")
+            attempt += 1
+            token = None
+            if call.authenticated:
+                if principal is None:
+                    raise RuntimeError(f"{call.endpoint} needs credentials")
+                token = await self.token(principal)
+            request = self._request(call, token, limits)
+            sent_at = _utc_now()
+            started = time.perf_counter()
+            status: int | None = None
+            request_id: str | None = None
+            error: SmartConnectError
+            try:
+                async with AsyncExitStack() as attempt_stack:
+                    response = await attempt_stack.enter_async_context(self.backend.send(request))
+                    status = response.status
+                    request_id = response.headers.get("x-request-id")
+                    if 200 <= status < 300:
+                        body = await response.read() if read_body else None
+                        self._log_attempt(call, attempt, status, started, request_id)
+                        stack.push_async_exit(attempt_stack.pop_all())
+                        return _Opened(response, body, token, sent_at, attempt)
+                    body = await response.read()
+                    error = self._status_error(
+                        call, response, body, principal, token, sent_at, attempt
+                    )
+            except BackendFailure as failure:
+                error = self._failure_error(call, failure, principal, token, sent_at, attempt)
+            self._log_attempt(call, attempt, status, started, request_id, error)
+
+            if isinstance(error, AuthenticationError) and token is not None:
+                if call.refresh_on_401 and not refreshed and principal is not None:
+                    refreshed = True
+                    await self.tokens.invalidate(principal.key, token)
+                    continue
+                raise error
+            delay = self._retry_delay(call, error, retries, retries_allowed)
+            if delay is None:
+                raise error
+            retries += 1
+            logger.warning(
+                "retrying %s%s in %.2fs (retry %d of %d) after %s",
+                call.endpoint,
+                f" for map {call.map_key}" if call.map_key else "",
+                delay,
+                retries,
+                retries_allowed,
+                error,
+            )
+            await anyio.sleep(delay)
+
+    def _log_attempt(
+        self,
+        call: Call[T],
+        attempt: int,
+        status: int | None,
+        started: float,
+        request_id: str | None,
+        error: Exception | None = None,
+    ) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s map=%s status=%s elapsed=%.3fs attempt=%d request_id=%s%s",
+                call.endpoint,
+                call.map_key or "-",
+                status if status is not None else "-",
+                time.perf_counter() - started,
+                attempt,
+                request_id or "-",
+                f" error={type(error).__name__}" if error is not None else "",
+            )
+
+    def _retry_delay(
+        self, call: Call[T], error: SmartConnectError, retries: int, allowed: int
+    ) -> float | None:
+        """Seconds to wait before sending ``call`` again, or ``None`` not to."""
+        if isinstance(error, RunOutcomeUnknown) or retries >= allowed:
+            return None
+        if isinstance(error, APIConnectionError):
+            if not call.idempotent and error.sent:
+                return None
+        elif isinstance(error, APIStatusError):
+            statuses = (
+                _retry.RETRYABLE_READ_STATUSES if call.idempotent else _retry.UNPROCESSED_STATUSES
+            )
+            if error.status_code not in statuses:
+                return None
+            if error.retry_after is not None:
+                # A wait longer than MAX_RETRY_AFTER is the caller's to decide on.
+                return error.retry_after if error.retry_after <= _retry.MAX_RETRY_AFTER else None
+        else:
+            return None
+        return _retry.backoff(retries + 1)
+
+    def _status_error(
+        self,
+        call: Call[T],
+        response: BackendResponse,
+        body: bytes,
+        principal: Principal | None,
+        token: Token | None,
+        sent_at: datetime,
+        attempt: int,
+    ) -> SmartConnectError:
+        status = response.status
+        request_id = response.headers.get("x-request-id")
+        excerpt = _excerpt(body, self._secrets(principal, token))
+        where = f" for map {call.map_key}" if call.map_key else ""
+        message = f"{call.endpoint}{where} failed with HTTP {status}: {excerpt or '(no body)'}"
+        if request_id:
+            message += f" (request id {request_id})"
+        if not call.idempotent and status >= 500 and status not in _retry.UNPROCESSED_STATUSES:
+            return RunOutcomeUnknown(
+                f"{message}; the request may have been processed and was not sent again",
+                endpoint=call.endpoint,
+                map_key=call.map_key,
+                sent_at=sent_at,
+                attempt=attempt,
+                status_code=status,
+                request_id=request_id,
+            )
+        retry_after = _retry.parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is not None:
+            message += f"; the server asks to wait {retry_after:g}s"
+        cls = _STATUS_ERRORS.get(status) or (
+            RateLimitError if status == 429 else ServerError if status >= 500 else APIStatusError
+        )
+        return cls(
+            message,
+            endpoint=call.endpoint,
+            status_code=status,
+            request_id=request_id,
+            body=excerpt,
+            retry_after=retry_after,
+        )
+
+    def _failure_error(
+        self,
+        call: Call[T],
+        failure: BackendFailure,
+        principal: Principal | None,
+        token: Token | None,
+        sent_at: datetime | None,
+        attempt: int,
+    ) -> SmartConnectError:
+        where = f" for map {call.map_key}" if call.map_key else ""
+        detail = redact(str(failure), self._secrets(principal, token))
+        if not call.idempotent and failure.kind.sent:
+            return RunOutcomeUnknown(
+                f"{call.endpoint}{where}: {detail}; the request may have reached the server "
+                "and was not sent again",
+                endpoint=call.endpoint,
+                map_key=call.map_key,
+                sent_at=sent_at or _utc_now(),
+                attempt=attempt,
+            )
+        cls = APITimeoutError if failure.kind.timeout else APIConnectionError
+        return cls(
+            f"{call.endpoint}{where}: {detail}", endpoint=call.endpoint, sent=failure.kind.sent
+        )

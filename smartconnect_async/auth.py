@@ -1,0 +1,85 @@
+"""Authentication endpoints: ``GetToken`` and ``validate``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._json import load
+from ._tokens import hash_password
+from ._transport import Call
+from .exceptions import AuthenticationError, ResponseParseError
+from .models import Token
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["Auth", "get_token_call", "hash_password", "parse_token", "validate_call"]
+
+
+def parse_token(body: bytes) -> str:
+    """The token in a GetToken answer (a JSON string)."""
+    value = load(body, "the GetToken answer")
+    if not isinstance(value, str):
+        raise ResponseParseError(
+            f"the GetToken answer is a JSON {type(value).__name__}, not a token string"
+        )
+    if not value or any(c.isspace() for c in value):
+        raise ResponseParseError("the GetToken answer is not a token")
+    return value
+
+
+def parse_bool(body: bytes, what: str) -> bool:
+    """A JSON ``true`` / ``false`` answer."""
+    value = load(body, what)
+    if not isinstance(value, bool):
+        raise ResponseParseError(f"{what} is {value!r}, not true or false")
+    return value
+
+
+def get_token_call(session: Session) -> Call[str]:
+    """``GetToken``: email, password (hashed unless the credentials say not) and
+    company."""
+    credentials = session.credentials
+    return Call(
+        "GetToken",
+        parse_token,
+        query=(
+            ("email", credentials.email),
+            ("password", session.wire_password),
+            ("companyId", credentials.company_id),
+        ),
+        authenticated=False,
+    )
+
+
+def _parse_validate(body: bytes) -> bool:
+    return parse_bool(body, "the validate answer")
+
+
+def validate_call() -> Call[bool]:
+    """``validate``: whether the server still accepts the token."""
+    return Call("validate", _parse_validate, refresh_on_401=False)
+
+
+class Auth:
+    """Tokens: get the cached one (or a new one), and ask the server if it is valid."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def get_token(self, force_refresh: bool = False) -> Token:
+        """The company's token: cached, refreshed ahead of expiry, fetched once for all
+        concurrent callers. ``force_refresh`` gets a new one now."""
+        return await self._session.token(force_refresh=force_refresh)
+
+    async def validate(self) -> bool:
+        """Whether the server accepts the current token. A refused token is dropped from
+        the cache, so the next call gets a new one."""
+        token = await self._session.token()
+        try:
+            valid = await self._session.call(validate_call())
+        except AuthenticationError:
+            valid = False
+        if not valid:
+            await self._session.forget_token(token)
+        return valid

@@ -1,0 +1,128 @@
+"""``SmartConnect``: the client. One connection pool and one token cache, shared by every
+client made from it with ``with_credentials``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import TracebackType
+
+import httpx
+
+from ._httpx import HttpxBackend
+from ._session import MapDirectory, Session
+from ._tokens import Clock, TokenCache, TokenKey, TokenStore, utc_now
+from ._transport import Transport
+from .auth import Auth
+from .data import Data
+from .errors import Errors
+from .maps import Maps
+from .models import Credentials, Timeout
+from .runs import Runs
+
+__all__ = ["SmartConnect"]
+
+
+class SmartConnect:
+    """An async client for one SmartConnect API Url, acting as one user of one company.
+
+    Use it as ``async with SmartConnect(api_url, credentials) as sc: ...``, or call
+    ``aclose()`` when done. ``with_credentials`` gives a client for another company or
+    user that shares this one's connection pool and token cache.
+
+    - ``timeout``: seconds (or a ``Timeout``) for each call; ``None`` waits forever.
+    - ``max_connections``: the size of the connection pool.
+    - ``max_retries``: how many times a failed call that is safe to repeat is retried.
+    - ``http_client``: an ``httpx.AsyncClient`` of your own (event hooks, proxies, mounts);
+      you close it. Its own timeouts are overridden by ``timeout``.
+    - ``token_store``: where tokens are kept (default: in memory).
+    - ``refresh_margin``: how long before expiry a token is renewed.
+    """
+
+    auth: Auth
+    maps: Maps
+    data: Data
+    runs: Runs
+    errors: Errors
+
+    def __init__(
+        self,
+        api_url: str,
+        credentials: Credentials,
+        *,
+        timeout: Timeout | float | None = 30.0,
+        max_connections: int = 100,
+        max_retries: int = 2,
+        http_client: httpx.AsyncClient | None = None,
+        token_store: TokenStore | None = None,
+        refresh_margin: timedelta = timedelta(days=1),
+        clock: Clock = utc_now,
+    ) -> None:
+        if not isinstance(api_url, str) or not api_url.startswith(("http://", "https://")):
+            raise ValueError(f"api_url must be an http:// or https:// URL, not {api_url!r}")
+        if not isinstance(credentials, Credentials):
+            raise TypeError("credentials must be a smartconnect_async.Credentials")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        transport = Transport(
+            api_url,
+            HttpxBackend(http_client, max_connections=max_connections),
+            TokenCache(token_store, refresh_margin=refresh_margin, clock=clock),
+            timeout=Timeout.of(timeout),
+            max_retries=max_retries,
+        )
+        self._bind(transport, credentials, {}, owner=True)
+
+    def _bind(
+        self,
+        transport: Transport,
+        credentials: Credentials,
+        directories: dict[TokenKey, MapDirectory],
+        *,
+        owner: bool,
+    ) -> None:
+        self._transport = transport
+        self._directories = directories
+        self._owner = owner
+        self.credentials = credentials
+        session = Session(transport, credentials, directories)
+        self.auth = Auth(session)
+        self.maps = Maps(session)
+        self.data = Data(session)
+        self.runs = Runs(session)
+        self.errors = Errors(session)
+
+    @property
+    def api_url(self) -> str:
+        """The API Url every call goes to."""
+        return self._transport.api_url
+
+    def __repr__(self) -> str:
+        return (
+            f"SmartConnect({self.api_url!r}, company_id={self.credentials.company_id!r}, "
+            f"email={self.credentials.email!r})"
+        )
+
+    def with_credentials(self, credentials: Credentials) -> SmartConnect:
+        """A client for another company or user, sharing this client's connection pool,
+        token cache and settings. Closing it does nothing; close the first client."""
+        if not isinstance(credentials, Credentials):
+            raise TypeError("credentials must be a smartconnect_async.Credentials")
+        other = SmartConnect.__new__(SmartConnect)
+        other._bind(self._transport, credentials, self._directories, owner=False)
+        return other
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only the client that made it does)."""
+        if self._owner:
+            await self._transport.aclose()
+
+    async def __aenter__(self) -> SmartConnect:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

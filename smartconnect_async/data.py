@@ -1,0 +1,133 @@
+"""Map data endpoints: ``GetAllData`` and ``GetAllDataWithVariables`` (XML answers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ._json import variables_body
+from ._transport import JSON, XML, Call
+from ._xml import parse_data_set
+from .models import DataSet, Row
+
+if TYPE_CHECKING:
+    from ._session import Session
+    from .maps import MapRef
+
+__all__ = ["Data", "RowStream", "data_call"]
+
+
+def data_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[DataSet]:
+    """``GetAllData``, or ``GetAllDataWithVariables`` when there are variables."""
+    query = (("mapKey", map_key),)
+    if variables:
+        endpoint = "GetAllDataWithVariables"
+        return Call(
+            endpoint,
+            lambda body: parse_data_set(body, f"the {endpoint} answer for map {map_key}"),
+            query=query,
+            body=variables_body(variables),
+            content_type=JSON,
+            accept=XML,
+            map_key=map_key,
+        )
+    return Call(
+        "GetAllData",
+        lambda body: parse_data_set(body, f"the GetAllData answer for map {map_key}"),
+        query=query,
+        accept=XML,
+        map_key=map_key,
+    )
+
+
+class RowStream:
+    """The rows of a map's data, parsed while the answer streams in.
+
+    Iterate it with ``async for``; use it as ``async with`` (or call ``aclose``) to release
+    the connection early when you stop before the end.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        map: MapRef,
+        variables: Mapping[str, str] | None,
+        table: str | None,
+    ) -> None:
+        if variables:
+            variables_body(variables)  # bad variables fail here, before anything is sent
+        self._session = session
+        self._map = map
+        self._variables = variables
+        self.table = table
+        """The table whose rows are yielded: the one asked for, else the first one."""
+        self._rows = self._generate()
+
+    def __aiter__(self) -> RowStream:
+        return self
+
+    async def __anext__(self) -> Row:
+        return await self._rows.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection."""
+        await self._rows.aclose()
+
+    async def __aenter__(self) -> RowStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _generate(self) -> AsyncGenerator[Row, None]:
+        from ._xml import DataSetParser
+
+        key = await self._session.map_key(self._map)
+        call = data_call(key, self._variables)
+        parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
+        async with self._session.stream(call) as chunks:
+            async for chunk in chunks:
+                for table, row in parser.feed(chunk):
+                    if self.table is None:
+                        self.table = table
+                    if table == self.table:
+                        yield row
+        for table, row in parser.close():
+            if self.table is None:
+                self.table = table
+            if table == self.table:
+                yield row
+
+
+class Data:
+    """A map's source data."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def get_all(self, map: MapRef, variables: Mapping[str, str] | None = None) -> DataSet:
+        """All of ``map``'s source data, every table. ``variables`` (global variables such
+        as ``{"GBL_STATE": "CO"}``) filter the source query."""
+        call = data_call(await self._session.map_key(map), variables)
+        return await self._session.call(call)
+
+    def iter_rows(
+        self,
+        map: MapRef,
+        variables: Mapping[str, str] | None = None,
+        *,
+        table: str | None = None,
+    ) -> RowStream:
+        """The rows of ``map``'s source data, parsed as they arrive, in constant memory.
+
+        Yields the rows of ``table`` (default: the first table of the answer), the same
+        rows ``get_all`` returns for it, except that a row streamed before a column first
+        appears in its table does not hold that column (``get_all`` gives it ``None``).
+        """
+        return RowStream(self._session, map, variables, table)

@@ -1,0 +1,184 @@
+"""The exceptions the client raises: one tree, catchable at any level.
+
+``SmartConnectError``
+    ``APIConnectionError`` (no answer) ← ``APITimeoutError``
+    ``APIStatusError`` (an HTTP error status) ← ``BadRequestError`` 400,
+    ``AuthenticationError`` 401, ``PermissionDeniedError`` 403, ``NotFoundError`` 404,
+    ``RateLimitError`` 429, ``ServerError`` 5xx
+    ``ResponseParseError`` (a malformed, unexpected or hostile answer)
+    ``UnknownMapError`` (a map name that is absent or ambiguous)
+    ``RunOutcomeUnknown`` (a run may have reached the server; it is never re-sent)
+    ``MapRunFailed`` (a run finished with a failure status or errors)
+    ``ClientClosedError`` (the client was used after it was closed)
+
+No exception message carries a token, password or hashed password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import RunResult
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "MapRunFailed",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseParseError",
+    "RunOutcomeUnknown",
+    "ServerError",
+    "SmartConnectError",
+    "UnknownMapError",
+]
+
+
+class SmartConnectError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ClientClosedError(SmartConnectError):
+    """The client (or the client it shares its pool with) has been closed."""
+
+
+class APIConnectionError(SmartConnectError):
+    """No answer could be had from the server: connection refused, reset or dropped.
+
+    ``endpoint`` names the API call; ``sent`` tells whether the request may have reached
+    the server (``False`` when it provably did not).
+    """
+
+    def __init__(self, message: str, *, endpoint: str, sent: bool) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.sent = sent
+
+
+class APITimeoutError(APIConnectionError):
+    """The call timed out (connecting, waiting for the pool, sending or reading)."""
+
+
+class APIStatusError(SmartConnectError):
+    """The server answered with an HTTP error status.
+
+    ``status_code`` is the HTTP status, ``request_id`` the server's ``X-Request-Id`` (quote
+    it to support), ``body`` a short excerpt of the answer, ``endpoint`` the API call,
+    ``retry_after`` the wait in seconds the server asked for (``Retry-After``), if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        status_code: int,
+        request_id: str | None,
+        body: str,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400: the server refused the request as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: bad credentials, or a token the server no longer accepts."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: the user may not do this."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: no such endpoint or map."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: too many requests. ``retry_after`` is the wait the server asked for, in
+    seconds, when it said one."""
+
+
+class ServerError(APIStatusError):
+    """HTTP 5xx: the server failed."""
+
+
+class ResponseParseError(SmartConnectError):
+    """The answer could not be understood: malformed, of an unexpected shape, an HTML error
+    page (even with status 200), or hostile XML (a DTD, entities, external references)."""
+
+    def __init__(
+        self, message: str, *, endpoint: str | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.request_id = request_id
+
+
+class UnknownMapError(SmartConnectError, LookupError):
+    """A map given by name (``MapId``) is not in the company's map list, or is ambiguous.
+
+    ``candidates`` holds the ``MapKey`` of each map of that name (empty when none).
+    """
+
+    def __init__(self, message: str, *, map: str, candidates: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.map = map
+        self.candidates = tuple(candidates)
+
+
+class RunOutcomeUnknown(SmartConnectError):
+    """A request that is not safe to repeat (a run, SaveProcessErrors) may have reached
+    the server, but no answer came. It was **not** sent again: check the run history
+    before deciding to run the map again.
+
+    ``endpoint`` names the call, ``map_key`` the map, ``sent_at`` when the request was sent
+    (UTC), ``attempt`` which attempt it was (1 is the first); ``status_code`` and
+    ``request_id`` are set when an error status (a 500, say) was the answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        map_key: str | None,
+        sent_at: datetime,
+        attempt: int,
+        status_code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.map_key = map_key
+        self.sent_at = sent_at
+        self.attempt = attempt
+        self.status_code = status_code
+        self.request_id = request_id
+
+
+class MapRunFailed(SmartConnectError):
+    """A run finished, but with a failure status or with errors. ``result`` holds it."""
+
+    def __init__(self, result: RunResult) -> None:
+        detail = f": {result.error_message}" if result.error_message else ""
+        super().__init__(
+            f"map {result.map_id or '?'!r} run {result.run_number} failed with status "
+            f"{result.status} and {result.error_count} error(s){detail}"
+        )
+        self.result = result

@@ -1,0 +1,182 @@
+"""Typed, immutable results and inputs of the SmartConnect API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from .exceptions import MapRunFailed
+
+__all__ = [
+    "Column",
+    "Credentials",
+    "DataSet",
+    "MapInfo",
+    "Row",
+    "RunResult",
+    "Timeout",
+    "Token",
+    "ValidationFailure",
+]
+
+Row = dict[str, "str | None"]
+"""One row of a data set: column name → value; ``None`` where the element was absent,
+``""`` where it was present but empty."""
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+def _non_empty(name: str) -> Any:
+    def check(_instance: object, _attribute: object, value: str) -> None:
+        if not value:
+            raise ValueError(f"{name} must not be empty")
+
+    return check
+
+
+@attrs.frozen
+class Credentials:
+    """Who to authenticate as: a user (``email``, ``password``) of one company
+    (``company_id``, the tenant's Customer Id).
+
+    The password is sent hashed as SmartConnect documents it unless
+    ``hash_password=False``. It never appears in a ``repr``.
+    """
+
+    email: str = attrs.field(converter=_strip, validator=_non_empty("email"))
+    password: str = attrs.field(repr=False, validator=_non_empty("password"))
+    company_id: str = attrs.field(converter=_strip, validator=_non_empty("company_id"))
+    hash_password: bool = True
+
+
+@attrs.frozen
+class Token:
+    """A SmartConnect token for one company and user; valid for three months.
+
+    ``value`` is the secret sent with each call and is hidden from ``repr``;
+    ``issued_at`` and ``expires_at`` are timezone-aware UTC.
+    """
+
+    value: str = attrs.field(repr=False)
+    company_id: str
+    email: str
+    issued_at: datetime
+    expires_at: datetime
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Whether the token has expired at ``now`` (default: the current time)."""
+        return (now or datetime.now(timezone.utc)) >= self.expires_at
+
+
+@attrs.frozen
+class Timeout:
+    """Time limits for one call, in seconds (``None`` = no limit).
+
+    ``Timeout(30)`` sets all four; ``Timeout(30, connect=5)`` overrides one.
+    """
+
+    default: float | None = 30.0
+    connect: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
+    read: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
+    write: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
+    pool: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
+
+    @classmethod
+    def of(cls, value: Timeout | float | None) -> Timeout:
+        """A ``Timeout`` from a number of seconds, ``None`` (no limit) or a ``Timeout``."""
+        if isinstance(value, Timeout):
+            return value
+        if value is not None and not value > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
+        return cls(value)
+
+
+@attrs.frozen
+class MapInfo:
+    """A map (a SmartConnect process) that can be run or queried through the API."""
+
+    key: str
+    """The ``MapKey``: a GUID that names the map on the wire."""
+    id: str
+    """The ``MapId``: the map's name, e.g. ``"Import Customers"``."""
+    description: str
+
+
+@attrs.frozen
+class Column:
+    """A column of a map: a source column, or a mapped destination column."""
+
+    name: str
+    required: bool
+
+
+@attrs.frozen
+class DataSet:
+    """A map's source data: its tables, in the order they first appear.
+
+    ``tables`` maps each table (row element) name to its rows; every row of a table holds
+    every column seen in that table, ``None`` where the row had no such element.
+    """
+
+    tables: Mapping[str, list[Row]]
+
+    @property
+    def rows(self) -> list[Row]:
+        """The rows of the first table (empty when there is none)."""
+        return next(iter(self.tables.values()), [])
+
+
+@attrs.frozen
+class ValidationFailure:
+    """One validation error of a ``RunMapDataTableWithErrors`` run.
+
+    ``row`` (1-based, as the server counts) and ``column`` say where, when the server said;
+    ``extra`` keeps every other field the server sent.
+    """
+
+    message: str
+    column: str | None = None
+    row: int | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class RunResult:
+    """The answer to a map run (SmartConnect's RunMapResponse).
+
+    ``status`` 0 is success; ``ok`` is true only for status 0 with no errors. ``errors``
+    holds the rows of the run's error table, ``validation_errors`` the validation errors
+    of a with-errors run. ``raw`` keeps the whole answer, unknown fields included.
+    """
+
+    status: int
+    run_number: int | None
+    map_id: str
+    map_description: str
+    record_count: int
+    error_count: int
+    error_message: str
+    errors: tuple[Row, ...] = ()
+    validation_errors: tuple[ValidationFailure, ...] = ()
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded with no errors of any kind."""
+        return (
+            self.status == 0
+            and self.error_count == 0
+            and not self.errors
+            and not self.validation_errors
+        )
+
+    def raise_for_status(self) -> RunResult:
+        """Raise ``MapRunFailed`` unless the run is ``ok``; return the result otherwise."""
+        if not self.ok:
+            raise MapRunFailed(self)
+        return self

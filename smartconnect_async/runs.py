@@ -1,0 +1,163 @@
+"""Map run endpoints: ``runmap``, ``RunMapWithVariables``, ``runmapdatatable``,
+``RunMapDataTableWithErrors`` and ``runmapxml``. Runs are never sent twice once they may
+have reached the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._json import field, load, variables_body
+from ._transport import JSON, XML, Call
+from ._xml import build_data_table, build_xml_request, parse_error_table
+from .exceptions import ResponseParseError
+from .models import RunResult, ValidationFailure
+
+if TYPE_CHECKING:
+    from ._session import Session
+    from .maps import MapRef
+
+__all__ = [
+    "Runs",
+    "data_table_call",
+    "parse_run_result",
+    "run_call",
+    "xml_call",
+]
+
+_MESSAGE_KEYS = ("message", "errormessage", "error", "description", "text")
+_COLUMN_KEYS = ("columnname", "column", "field", "fieldname")
+_ROW_KEYS = ("rownumber", "row", "rowindex", "record", "recordnumber")
+
+
+def _validation_failure(item: Any, what: str) -> ValidationFailure:
+    if isinstance(item, str):
+        return ValidationFailure(message=item)
+    if not isinstance(item, dict):
+        raise ResponseParseError(f"{what} is a {type(item).__name__}, not an object")
+    extra = dict(item)
+    folded = {k.lower(): k for k in item}
+
+    def take(names: tuple[str, ...]) -> Any:
+        for name in names:
+            if name in folded:
+                return extra.pop(folded[name])
+        return None
+
+    message, column, row = take(_MESSAGE_KEYS), take(_COLUMN_KEYS), take(_ROW_KEYS)
+    if isinstance(row, str) and row.strip().isdigit():
+        row = int(row)
+    return ValidationFailure(
+        message="" if message is None else str(message),
+        column=None if column is None else str(column),
+        row=row if isinstance(row, int) and not isinstance(row, bool) else None,
+        extra=extra,
+    )
+
+
+def parse_run_result(body: bytes) -> RunResult:
+    """A RunMapResponse (JSON)."""
+    what = "the run answer"
+    value = load(body, what)
+    if not isinstance(value, dict):
+        raise ResponseParseError(f"{what} is a JSON {type(value).__name__}, not an object")
+    validation = value.get("ValidationErrors") or []
+    if not isinstance(validation, list):
+        raise ResponseParseError(f"{what}: ValidationErrors is not a list")
+    return RunResult(
+        status=field(value, "Status", int, what),
+        run_number=field(value, "RunNumber", int, what, default=None),
+        map_id=field(value, "MapId", str, what, default=""),
+        map_description=field(value, "MapDescription", str, what, default=""),
+        record_count=field(value, "RecordCount", int, what, default=0),
+        error_count=field(value, "ErrorCount", int, what, default=0),
+        error_message=field(value, "ErrorMessage", str, what, default=""),
+        errors=parse_error_table(field(value, "Errors", str, what, default="")),
+        validation_errors=tuple(
+            _validation_failure(item, f"{what}: ValidationErrors[{i}]")
+            for i, item in enumerate(validation)
+        ),
+        raw=value,
+    )
+
+
+def run_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[RunResult]:
+    """``runmap``, or ``RunMapWithVariables`` when there are variables."""
+    if variables:
+        return Call(
+            "RunMapWithVariables",
+            parse_run_result,
+            query=(("mapKey", map_key),),
+            body=variables_body(variables),
+            content_type=JSON,
+            idempotent=False,
+            map_key=map_key,
+        )
+    return Call(
+        "runmap",
+        parse_run_result,
+        query=(("mapKey", map_key),),
+        idempotent=False,
+        map_key=map_key,
+    )
+
+
+def data_table_call(map_key: str, payload: bytes, *, with_errors: bool = False) -> Call[RunResult]:
+    """``runmapdatatable`` (or ``RunMapDataTableWithErrors``); ``payload`` is
+    ``build_data_table(rows)``: one ``<Table>`` per row."""
+    return Call(
+        "RunMapDataTableWithErrors" if with_errors else "runmapdatatable",
+        parse_run_result,
+        query=(("mapKey", map_key),),
+        body=payload,
+        content_type=XML,
+        idempotent=False,
+        map_key=map_key,
+    )
+
+
+def xml_call(map_key: str, payload: bytes) -> Call[RunResult]:
+    """``runmapxml``; ``payload`` is ``build_xml_request(rows)``: the rows as an escaped
+    ``<DataSet>``."""
+    return Call(
+        "runmapxml",
+        parse_run_result,
+        query=(("mapKey", map_key),),
+        body=payload,
+        content_type="text/xml",
+        idempotent=False,
+        map_key=map_key,
+    )
+
+
+class Runs:
+    """Run maps. A run posts documents into an ERP: it is sent again only when the server
+    provably did not process it, else ``RunOutcomeUnknown`` is raised."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def run(self, map: MapRef, variables: Mapping[str, str] | None = None) -> RunResult:
+        """Run ``map`` over its own data source, with global ``variables`` if given."""
+        if variables:
+            variables_body(variables)  # bad variables fail before any I/O
+        key = await self._session.map_key(map)
+        return await self._session.call(run_call(key, variables))
+
+    async def run_data_table(
+        self,
+        map: MapRef,
+        rows: Iterable[Mapping[str, object]],
+        with_errors: bool = False,
+    ) -> RunResult:
+        """Run ``map`` over ``rows`` (column → value; ``None`` leaves a column out).
+        ``with_errors`` also returns the map's validation errors."""
+        payload = build_data_table(rows)  # bad rows fail here, before any I/O
+        key = await self._session.map_key(map)
+        return await self._session.call(data_table_call(key, payload, with_errors=with_errors))
+
+    async def run_xml(self, map: MapRef, rows: Iterable[Mapping[str, object]]) -> RunResult:
+        """Run ``map`` over ``rows`` sent as an XML data set (``runmapxml``)."""
+        payload = build_xml_request(rows)
+        key = await self._session.map_key(map)
+        return await self._session.call(xml_call(key, payload))
