@@ -103,15 +103,21 @@ class Session:
         )
 
     def stream(
-        self, call: Call[object], *, timeout: Timeout | float | None = None
+        self,
+        call: Call[object],
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.transport.stream(call, self.principal, timeout=timeout)
+        return self.transport.stream(call, self.principal, timeout=timeout, max_retries=max_retries)
 
-    async def map_list(self) -> list[MapInfo]:
+    async def map_list(
+        self, *, timeout: Timeout | float | None = None, max_retries: int | None = None
+    ) -> list[MapInfo]:
         """Fetch the map list and remember it for name lookups."""
         from .maps import list_call
 
-        maps = await self.call(list_call())
+        maps = await self.call(list_call(), timeout=timeout, max_retries=max_retries)
         self.directory.update(maps)
         return maps
 

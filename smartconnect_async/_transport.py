@@ -19,6 +19,7 @@ import attrs
 
 from . import _retry
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
+from ._limits import RateGate, RunSlots
 from ._redact import redact
 from ._tokens import TokenCache, TokenKey
 from .exceptions import (
@@ -57,7 +58,8 @@ class Call(Generic[T_co]):
 
     ``idempotent=False`` marks a call that must never be sent twice once it may have
     reached the server (runs, SaveProcessErrors). ``parse`` turns the body of a successful
-    answer into the result and raises ``ResponseParseError`` when it cannot.
+    answer into the result and raises ``ResponseParseError`` when it cannot. ``is_run``
+    calls take one of the company's run slots while they are in flight.
     """
 
     endpoint: str
@@ -70,6 +72,7 @@ class Call(Generic[T_co]):
     authenticated: bool = True
     refresh_on_401: bool = True
     map_key: str | None = None
+    is_run: bool = False
 
 
 @attrs.frozen
@@ -156,6 +159,7 @@ class Transport:
         *,
         timeout: Timeout,
         max_retries: int,
+        max_concurrent_runs: int = 4,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must not be negative")
@@ -164,6 +168,8 @@ class Transport:
         self.tokens = tokens
         self.timeout = timeout
         self.max_retries = max_retries
+        self.rate_gate = RateGate()
+        self.run_slots = RunSlots(max_concurrent_runs)
         self.closed = False
 
     def __repr__(self) -> str:
@@ -298,6 +304,8 @@ class Transport:
                     raise RuntimeError(f"{call.endpoint} needs credentials")
                 token = await self.token(principal)
             request = self._request(call, token, limits)
+            gate_key = principal.key if principal is not None else self.api_url
+            await self.rate_gate.wait(gate_key)
             sent_at = _utc_now()
             started = time.perf_counter()
             status: int | None = None
@@ -305,9 +313,14 @@ class Transport:
             error: SmartConnectError
             try:
                 async with AsyncExitStack() as attempt_stack:
+                    if call.is_run and principal is not None:
+                        slots = self.run_slots.for_key(principal.key.company_id)
+                        await attempt_stack.enter_async_context(slots)
+                        sent_at = _utc_now()
                     response = await attempt_stack.enter_async_context(self.backend.send(request))
                     status = response.status
                     request_id = response.headers.get("x-request-id")
+                    self.rate_gate.observe(gate_key, status, response.headers)
                     if 200 <= status < 300:
                         body = await response.read() if read_body else None
                         self._log_attempt(call, attempt, status, started, request_id)

@@ -8,7 +8,7 @@ from ._json import load
 from ._tokens import hash_password
 from ._transport import Call
 from .exceptions import AuthenticationError, ResponseParseError
-from .models import Token
+from .models import Timeout, Token
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -72,12 +72,16 @@ class Auth:
         concurrent callers. ``force_refresh`` gets a new one now."""
         return await self._session.token(force_refresh=force_refresh)
 
-    async def validate(self) -> bool:
+    async def validate(
+        self, *, timeout: Timeout | float | None = None, max_retries: int | None = None
+    ) -> bool:
         """Whether the server accepts the current token. A refused token is dropped from
         the cache, so the next call gets a new one."""
         token = await self._session.token()
         try:
-            valid = await self._session.call(validate_call())
+            valid = await self._session.call(
+                validate_call(), timeout=timeout, max_retries=max_retries
+            )
         except AuthenticationError:
             valid = False
         if not valid:

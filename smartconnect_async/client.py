@@ -32,6 +32,11 @@ class SmartConnect:
     - ``timeout``: seconds (or a ``Timeout``) for each call; ``None`` waits forever.
     - ``max_connections``: the size of the connection pool.
     - ``max_retries``: how many times a failed call that is safe to repeat is retried.
+    - ``max_concurrent_runs``: runs in flight at once per company, across every client
+      sharing this pool (SmartConnect executes a company's runs on one server).
+    - ``keepalive_expiry``: seconds an idle connection is kept; keep it below the
+      server's idle timeout (uvicorn 5 s, IIS 120 s) so no request is written onto a
+      connection the server is closing.
     - ``http_client``: an ``httpx.AsyncClient`` of your own (event hooks, proxies, mounts);
       you close it. Its own timeouts are overridden by ``timeout``.
     - ``token_store``: where tokens are kept (default: in memory).
@@ -52,6 +57,8 @@ class SmartConnect:
         timeout: Timeout | float | None = 30.0,
         max_connections: int = 100,
         max_retries: int = 2,
+        max_concurrent_runs: int = 4,
+        keepalive_expiry: float = 4.0,
         http_client: httpx.AsyncClient | None = None,
         token_store: TokenStore | None = None,
         refresh_margin: timedelta = timedelta(days=1),
@@ -65,10 +72,13 @@ class SmartConnect:
             raise ValueError("max_connections must be at least 1")
         transport = Transport(
             api_url,
-            HttpxBackend(http_client, max_connections=max_connections),
+            HttpxBackend(
+                http_client, max_connections=max_connections, keepalive_expiry=keepalive_expiry
+            ),
             TokenCache(token_store, refresh_margin=refresh_margin, clock=clock),
             timeout=Timeout.of(timeout),
             max_retries=max_retries,
+            max_concurrent_runs=max_concurrent_runs,
         )
         self._bind(transport, credentials, {}, owner=True)
 

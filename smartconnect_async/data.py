@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ._batch import gather_outcomes
 from ._json import variables_body
 from ._transport import JSON, XML, Call
 from ._xml import parse_data_set
-from .models import DataSet, Row
+from .models import DataRequest, DataSet, Row, Timeout
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -54,6 +55,8 @@ class RowStream:
         map: MapRef,
         variables: Mapping[str, str] | None,
         table: str | None,
+        timeout: Timeout | float | None,
+        max_retries: int | None,
     ) -> None:
         if variables:
             variables_body(variables)  # bad variables fail here, before anything is sent
@@ -62,6 +65,8 @@ class RowStream:
         self._variables = variables
         self.table = table
         """The table whose rows are yielded: the one asked for, else the first one."""
+        self._timeout = timeout
+        self._max_retries = max_retries
         self._rows = self._generate()
 
     def __aiter__(self) -> RowStream:
@@ -91,7 +96,8 @@ class RowStream:
         key = await self._session.map_key(self._map)
         call = data_call(key, self._variables)
         parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
-        async with self._session.stream(call) as chunks:
+        stream = self._session.stream(call, timeout=self._timeout, max_retries=self._max_retries)
+        async with stream as chunks:
             async for chunk in chunks:
                 for table, row in parser.feed(chunk):
                     if self.table is None:
@@ -106,16 +112,27 @@ class RowStream:
 
 
 class Data:
-    """A map's source data."""
+    """A map's source data.
+
+    Every method takes ``timeout`` (seconds or a ``Timeout``) and ``max_retries`` to
+    override the client's settings for each call.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    async def get_all(self, map: MapRef, variables: Mapping[str, str] | None = None) -> DataSet:
+    async def get_all(
+        self,
+        map: MapRef,
+        variables: Mapping[str, str] | None = None,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> DataSet:
         """All of ``map``'s source data, every table. ``variables`` (global variables such
         as ``{"GBL_STATE": "CO"}``) filter the source query."""
         call = data_call(await self._session.map_key(map), variables)
-        return await self._session.call(call)
+        return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
     def iter_rows(
         self,
@@ -123,11 +140,38 @@ class Data:
         variables: Mapping[str, str] | None = None,
         *,
         table: str | None = None,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
     ) -> RowStream:
         """The rows of ``map``'s source data, parsed as they arrive, in constant memory.
 
         Yields the rows of ``table`` (default: the first table of the answer), the same
         rows ``get_all`` returns for it, except that a row streamed before a column first
         appears in its table does not hold that column (``get_all`` gives it ``None``).
+        A failure before the answer starts is retried like any read; a failure while it
+        streams is raised (no row is ever yielded twice).
         """
-        return RowStream(self._session, map, variables, table)
+        return RowStream(self._session, map, variables, table, timeout, max_retries)
+
+    async def get_many(
+        self,
+        maps: Iterable[MapRef | DataRequest],
+        *,
+        concurrency: int = 8,
+        on_result: Callable[[int, MapRef | DataRequest, DataSet | Exception], object] | None = None,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> list[DataSet | Exception]:
+        """``get_all`` for many maps (or one map with different variables), at most
+        ``concurrency`` at a time. Returns, in input order, each ``DataSet`` or the
+        exception its pull raised; ``on_result(index, item, outcome)`` is called (and
+        awaited, if async) as each finishes."""
+
+        async def pull(item: MapRef | DataRequest) -> DataSet:
+            if isinstance(item, DataRequest):
+                return await self.get_all(
+                    item.map, item.variables, timeout=timeout, max_retries=max_retries
+                )
+            return await self.get_all(item, timeout=timeout, max_retries=max_retries)
+
+        return await gather_outcomes(list(maps), pull, concurrency=concurrency, on_result=on_result)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ._transport import Call
 from .auth import parse_bool
+from .models import Timeout
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -50,6 +51,8 @@ class Errors:
         tenant_server: str,
         tenant_technical_name: str,
         run_number: int,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
     ) -> bool:
         """Save the process errors of run ``run_number`` of ``map`` on the SmartConnect
         server (tenant details from Processes › Error Processing). Returns whether they
@@ -69,5 +72,7 @@ class Errors:
                 tenant_server=tenant_server,
                 tenant_technical_name=tenant_technical_name,
                 run_number=run_number,
-            )
+            ),
+            timeout=timeout,
+            max_retries=max_retries,
         )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from ._json import field, json_list
 from ._transport import Call
-from .models import Column, MapInfo
+from .models import Column, MapInfo, Timeout
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -81,19 +81,39 @@ def mapped_columns_call(map_key: str) -> Call[list[Column]]:
 
 
 class Maps:
-    """Which maps there are, and their columns."""
+    """Which maps there are, and their columns.
+
+    Every method takes ``timeout`` (seconds or a ``Timeout``) and ``max_retries`` to
+    override the client's settings for that call.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    async def list(self) -> builtins.list[MapInfo]:
+    async def list(
+        self, *, timeout: Timeout | float | None = None, max_retries: int | None = None
+    ) -> builtins.list[MapInfo]:
         """Every map the API can run, with its key, name and description."""
-        return await self._session.map_list()
+        return await self._session.map_list(timeout=timeout, max_retries=max_retries)
 
-    async def columns(self, map: MapRef) -> builtins.list[Column]:
+    async def columns(
+        self,
+        map: MapRef,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[Column]:
         """The source columns of ``map``, with whether each is required."""
-        return await self._session.call(columns_call(await self._session.map_key(map)))
+        call = columns_call(await self._session.map_key(map))
+        return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
-    async def mapped_columns(self, map: MapRef) -> builtins.list[Column]:
+    async def mapped_columns(
+        self,
+        map: MapRef,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[Column]:
         """The destination columns that ``map`` fills."""
-        return await self._session.call(mapped_columns_call(await self._session.map_key(map)))
+        call = mapped_columns_call(await self._session.map_key(map))
+        return await self._session.call(call, timeout=timeout, max_retries=max_retries)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,9 +13,11 @@ from .exceptions import MapRunFailed
 __all__ = [
     "Column",
     "Credentials",
+    "DataRequest",
     "DataSet",
     "MapInfo",
     "Row",
+    "RunRequest",
     "RunResult",
     "Timeout",
     "Token",
@@ -180,3 +182,24 @@ class RunResult:
         if not self.ok:
             raise MapRunFailed(self)
         return self
+
+
+@attrs.frozen
+class RunRequest:
+    """One run for ``runs.run_many``: a map with its global ``variables``, or with
+    ``rows`` to send as a data table (``with_errors`` for validation errors, ``as_xml``
+    to send them through ``runmapxml``)."""
+
+    map: MapInfo | str
+    variables: Mapping[str, str] | None = None
+    rows: Iterable[Mapping[str, object]] | None = None
+    with_errors: bool = False
+    as_xml: bool = False
+
+
+@attrs.frozen
+class DataRequest:
+    """One data pull for ``data.get_many``: a map and its global ``variables``."""
+
+    map: MapInfo | str
+    variables: Mapping[str, str] | None = None

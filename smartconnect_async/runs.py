@@ -4,14 +4,17 @@ have reached the server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from ._batch import gather_outcomes
 from ._json import field, load, variables_body
 from ._transport import JSON, XML, Call
 from ._xml import build_data_table, build_xml_request, parse_error_table
 from .exceptions import ResponseParseError
-from .models import RunResult, ValidationFailure
+from .models import RunRequest, RunResult, Timeout, ValidationFailure
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -91,6 +94,7 @@ def run_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[R
             body=variables_body(variables),
             content_type=JSON,
             idempotent=False,
+            is_run=True,
             map_key=map_key,
         )
     return Call(
@@ -98,6 +102,7 @@ def run_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[R
         parse_run_result,
         query=(("mapKey", map_key),),
         idempotent=False,
+        is_run=True,
         map_key=map_key,
     )
 
@@ -112,6 +117,7 @@ def data_table_call(map_key: str, payload: bytes, *, with_errors: bool = False) 
         body=payload,
         content_type=XML,
         idempotent=False,
+        is_run=True,
         map_key=map_key,
     )
 
@@ -126,38 +132,99 @@ def xml_call(map_key: str, payload: bytes) -> Call[RunResult]:
         body=payload,
         content_type="text/xml",
         idempotent=False,
+        is_run=True,
         map_key=map_key,
     )
 
 
 class Runs:
     """Run maps. A run posts documents into an ERP: it is sent again only when the server
-    provably did not process it, else ``RunOutcomeUnknown`` is raised."""
+    provably did not process it, else ``RunOutcomeUnknown`` is raised.
+
+    At most ``max_concurrent_runs`` runs per company are in flight at once, across every
+    client sharing the pool. Every method takes ``timeout`` and ``max_retries``.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    async def run(self, map: MapRef, variables: Mapping[str, str] | None = None) -> RunResult:
+    async def run(
+        self,
+        map: MapRef,
+        variables: Mapping[str, str] | None = None,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> RunResult:
         """Run ``map`` over its own data source, with global ``variables`` if given."""
-        if variables:
-            variables_body(variables)  # bad variables fail before any I/O
+        call = run_call("", variables)  # bad variables fail here, before any I/O
         key = await self._session.map_key(map)
-        return await self._session.call(run_call(key, variables))
+        return await self._session.call(
+            _addressed(call, key), timeout=timeout, max_retries=max_retries
+        )
 
     async def run_data_table(
         self,
         map: MapRef,
         rows: Iterable[Mapping[str, object]],
         with_errors: bool = False,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
     ) -> RunResult:
         """Run ``map`` over ``rows`` (column → value; ``None`` leaves a column out).
         ``with_errors`` also returns the map's validation errors."""
         payload = build_data_table(rows)  # bad rows fail here, before any I/O
         key = await self._session.map_key(map)
-        return await self._session.call(data_table_call(key, payload, with_errors=with_errors))
+        call = data_table_call(key, payload, with_errors=with_errors)
+        return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
-    async def run_xml(self, map: MapRef, rows: Iterable[Mapping[str, object]]) -> RunResult:
+    async def run_xml(
+        self,
+        map: MapRef,
+        rows: Iterable[Mapping[str, object]],
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> RunResult:
         """Run ``map`` over ``rows`` sent as an XML data set (``runmapxml``)."""
         payload = build_xml_request(rows)
         key = await self._session.map_key(map)
-        return await self._session.call(xml_call(key, payload))
+        call = xml_call(key, payload)
+        return await self._session.call(call, timeout=timeout, max_retries=max_retries)
+
+    async def run_many(
+        self,
+        items: Iterable[MapRef | RunRequest],
+        *,
+        concurrency: int = 16,
+        on_result: Callable[[int, MapRef | RunRequest, RunResult | Exception], object]
+        | None = None,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> list[RunResult | Exception]:
+        """Run many maps (or one map with different variables or rows), at most
+        ``concurrency`` at a time (and at most ``max_concurrent_runs`` per company).
+
+        Returns, in input order, each ``RunResult`` or the exception its run raised, so
+        one failure never loses the others; ``on_result(index, item, outcome)`` is called
+        (and awaited, if async) as each finishes.
+        """
+        options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
+
+        async def one(item: MapRef | RunRequest) -> RunResult:
+            if not isinstance(item, RunRequest):
+                return await self.run(item, **options)
+            if item.rows is None:
+                return await self.run(item.map, item.variables, **options)
+            if item.as_xml:
+                return await self.run_xml(item.map, item.rows, **options)
+            return await self.run_data_table(item.map, item.rows, item.with_errors, **options)
+
+        return await gather_outcomes(list(items), one, concurrency=concurrency, on_result=on_result)
+
+
+def _addressed(call: Call[RunResult], map_key: str) -> Call[RunResult]:
+    """``call`` sent for ``map_key``: calls are built, and their input checked, before
+    the map is looked up."""
+    return attrs.evolve(call, query=(("mapKey", map_key),), map_key=map_key)
