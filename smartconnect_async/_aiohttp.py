@@ -1,0 +1,122 @@
+"""The aiohttp backend: the fastest HTTP client on asyncio (it does not run on trio).
+
+Needs the ``aiohttp`` extra. The session is made on first use, inside the running event
+loop, and is tied to that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ._backend import BackendFailure, BackendRequest, FailureKind
+from ._redact import redact_url
+
+__all__ = ["AiohttpBackend"]
+
+_CHUNK = 1 << 16
+
+# Order matters: subclasses before their bases.
+_FAILURES: tuple[tuple[type[BaseException], FailureKind], ...] = (
+    (aiohttp.ConnectionTimeoutError, FailureKind.CONNECT_TIMEOUT),
+    (aiohttp.SocketTimeoutError, FailureKind.READ_TIMEOUT),
+    (aiohttp.ServerTimeoutError, FailureKind.READ_TIMEOUT),
+    (asyncio.TimeoutError, FailureKind.READ_TIMEOUT),
+    (aiohttp.ClientConnectorError, FailureKind.CONNECT),
+    (aiohttp.InvalidUrlClientError, FailureKind.CONNECT),
+    (aiohttp.NonHttpUrlClientError, FailureKind.CONNECT),
+)
+
+
+def _failure(exc: BaseException) -> BackendFailure:
+    """The backend failure for an aiohttp error. A reset or disconnect may have come after
+    the server read the request, so it counts as possibly sent."""
+    kind = next((k for t, k in _FAILURES if isinstance(exc, t)), FailureKind.READ)
+    text = redact_url(str(exc))
+    return BackendFailure(kind, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_chunked(_CHUNK):
+                yield chunk
+        except _ERRORS as exc:
+            raise _failure(exc) from None
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except _ERRORS as exc:
+            raise _failure(exc) from None
+
+
+class AiohttpBackend:
+    """Sends requests with an ``aiohttp.ClientSession`` made on first use."""
+
+    def __init__(self, *, max_connections: int = 100, keepalive_expiry: float = 4.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=self._max_connections,
+                keepalive_timeout=self._keepalive_expiry,
+            )
+            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        return self._session
+
+    @asynccontextmanager
+    async def send(self, request: BackendRequest) -> AsyncIterator[_AiohttpResponse]:
+        t = request.timeout
+        # aiohttp's "connect" covers waiting for a pooled connection and connecting.
+        connect = None if t.pool is None or t.connect is None else t.pool + t.connect
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=t.connect, sock_read=t.read
+        )
+        options: dict[str, Any] = {
+            "data": request.content,
+            "headers": dict(request.headers),
+            "timeout": timeout,
+            "allow_redirects": False,
+        }
+        try:
+            # encoded=True: the query is already percent-encoded; re-quoting could turn
+            # %2B back into a "+", which the server reads as a space.
+            response = await self._get_session().request(
+                "POST", URL(request.url, encoded=True), **options
+            )
+        except _ERRORS as exc:
+            raise _failure(exc) from None
+        try:
+            yield _AiohttpResponse(response)
+        finally:
+            response.release()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
