@@ -7,6 +7,7 @@ may have reached the server, which is what decides if a run can be sent again.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -95,3 +96,53 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Close the connections (only those the backend owns)."""
         ...
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio (or no loop at all)
+        return False
+    return True
+
+
+class AutoBackend:
+    """Picks the backend on first use, inside the running event loop: aiohttp on asyncio
+    when it is installed (far less CPU per call), httpx otherwise (trio, or no aiohttp).
+    """
+
+    def __init__(self, *, max_connections: int, keepalive_expiry: float) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._backend: Backend | None = None
+
+    @property
+    def chosen(self) -> Backend | None:
+        """The backend in use, once the first request has picked one."""
+        return self._backend
+
+    def _pick(self) -> Backend:
+        if _on_asyncio():
+            try:
+                from ._aiohttp import AiohttpBackend
+            except ImportError:
+                pass
+            else:
+                return AiohttpBackend(
+                    max_connections=self._max_connections,
+                    keepalive_expiry=self._keepalive_expiry,
+                )
+        from ._httpx import HttpxBackend
+
+        return HttpxBackend(
+            max_connections=self._max_connections, keepalive_expiry=self._keepalive_expiry
+        )
+
+    def send(self, request: BackendRequest) -> AbstractAsyncContextManager[BackendResponse]:
+        if self._backend is None:
+            self._backend = self._pick()
+        return self._backend.send(request)
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            await self._backend.aclose()
