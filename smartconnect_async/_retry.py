@@ -33,7 +33,7 @@ again after one of them."""
 def backoff(retry: int, rng: random.Random | None = None) -> float:
     """The wait before retry number ``retry`` (1 is the first): exponential from
     ``BACKOFF_INITIAL`` to ``BACKOFF_CAP``, with jitter (between half and all of it)."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_INITIAL * 2.0 ** (retry - 1))
+    ceiling = min(BACKOFF_CAP, BACKOFF_INITIAL * 2.0 ** min(retry - 1, 32))
     return ceiling * (0.5 + 0.5 * (rng.random() if rng is not None else random.random()))
 
 

@@ -130,10 +130,11 @@ def _excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
                 text = message if isinstance(message, str) else text
         if "<" in text:
             text = _TAGS.sub(" ", text)
-    text = " ".join(text.split())
+    # Redact the whole text before cutting it: a cut could leave part of a secret.
+    text = " ".join(redact(text, secrets).split())
     if len(text) > _EXCERPT:
         text = text[: _EXCERPT - 1] + "…"
-    return redact(text, secrets)
+    return text
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

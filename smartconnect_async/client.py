@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 from types import TracebackType
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 
 from ._backend import AutoBackend, Backend
 from ._httpx import HttpxBackend
+from ._redact import redact_url
 from ._session import MapDirectory, Session
 from ._tokens import Clock, TokenCache, TokenKey, TokenStore, utc_now
 from ._transport import Transport
@@ -70,8 +72,7 @@ class SmartConnect:
         refresh_margin: timedelta = timedelta(days=1),
         clock: Clock = utc_now,
     ) -> None:
-        if not isinstance(api_url, str) or not api_url.startswith(("http://", "https://")):
-            raise ValueError(f"api_url must be an http:// or https:// URL, not {api_url!r}")
+        _check_api_url(api_url)
         if not isinstance(credentials, Credentials):
             raise TypeError("credentials must be a smartconnect_async.Credentials")
         if max_connections < 1:
@@ -165,3 +166,27 @@ def _make_backend(
     return HttpxBackend(
         http_client, max_connections=max_connections, keepalive_expiry=keepalive_expiry
     )
+
+
+def _check_api_url(api_url: object) -> None:
+    """An API Url is an absolute http(s) URL with a host, and no query or fragment (the
+    client adds the endpoint and its query)."""
+    if not isinstance(api_url, str):
+        raise TypeError(f"api_url must be a str, not {type(api_url).__name__}")
+    problem = None
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https"):
+        problem = "it must start with http:// or https://"
+    elif not parts.hostname:
+        problem = "it has no host"
+    elif parts.query or parts.fragment or "?" in api_url or "#" in api_url:
+        problem = "it must not have a query or fragment"
+    elif any(c.isspace() for c in api_url):
+        problem = "it must not contain white space"
+    else:
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            problem = "its port is not a number from 0 to 65535"
+    if problem is not None:
+        raise ValueError(f"api_url {redact_url(api_url)!r} is not an API Url: {problem}")

@@ -131,6 +131,8 @@ class Data:
     ) -> DataSet:
         """All of ``map``'s source data, every table. ``variables`` (global variables such
         as ``{"GBL_STATE": "CO"}``) filter the source query."""
+        if variables:
+            variables_body(variables)  # bad variables fail here, before any I/O
         call = data_call(await self._session.map_key(map), variables)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 

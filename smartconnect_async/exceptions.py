@@ -176,7 +176,9 @@ class MapRunFailed(SmartConnectError):
     """A run finished, but with a failure status or with errors. ``result`` holds it."""
 
     def __init__(self, result: RunResult) -> None:
-        detail = f": {result.error_message}" if result.error_message else ""
+        from ._redact import redact_url
+
+        detail = f": {redact_url(result.error_message)}" if result.error_message else ""
         super().__init__(
             f"map {result.map_id or '?'!r} run {result.run_number} failed with status "
             f"{result.status} and {result.error_count} error(s){detail}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -29,16 +30,40 @@ Row = dict[str, "str | None"]
 ``""`` where it was present but empty."""
 
 
-def _strip(value: str) -> str:
-    return value.strip()
+def _text(name: str, value: object, *, strip: bool) -> str:
+    """``value`` checked to be a non-empty string (stripped if ``strip``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    text = value.strip() if strip else value
+    if not text:
+        raise ValueError(f"{name} must not be empty")
+    return text
 
 
-def _non_empty(name: str) -> Any:
-    def check(_instance: object, _attribute: object, value: str) -> None:
-        if not value:
-            raise ValueError(f"{name} must not be empty")
+def _email(value: object) -> str:
+    return _text("email", value, strip=True)
 
-    return check
+
+def _password(value: object) -> str:
+    return _text("password", value, strip=False)
+
+
+def _company_id(value: object) -> str:
+    return _text("company_id", value, strip=True)
+
+
+def _seconds(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"timeout {attribute.name} must be a positive number of seconds or None, not {value!r}"
+        )
 
 
 @attrs.frozen
@@ -50,10 +75,10 @@ class Credentials:
     ``hash_password=False``. It never appears in a ``repr``.
     """
 
-    email: str = attrs.field(converter=_strip, validator=_non_empty("email"))
-    password: str = attrs.field(repr=False, validator=_non_empty("password"))
-    company_id: str = attrs.field(converter=_strip, validator=_non_empty("company_id"))
-    hash_password: bool = True
+    email: str = attrs.field(converter=_email)
+    password: str = attrs.field(repr=False, converter=_password)
+    company_id: str = attrs.field(converter=_company_id)
+    hash_password: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
@@ -82,19 +107,25 @@ class Timeout:
     ``Timeout(30)`` sets all four; ``Timeout(30, connect=5)`` overrides one.
     """
 
-    default: float | None = 30.0
-    connect: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
-    read: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
-    write: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
-    pool: float | None = attrs.field(default=attrs.Factory(lambda s: s.default, True))
+    default: float | None = attrs.field(default=30.0, validator=_seconds)
+    connect: float | None = attrs.field(
+        default=attrs.Factory(lambda s: s.default, True), validator=_seconds
+    )
+    read: float | None = attrs.field(
+        default=attrs.Factory(lambda s: s.default, True), validator=_seconds
+    )
+    write: float | None = attrs.field(
+        default=attrs.Factory(lambda s: s.default, True), validator=_seconds
+    )
+    pool: float | None = attrs.field(
+        default=attrs.Factory(lambda s: s.default, True), validator=_seconds
+    )
 
     @classmethod
     def of(cls, value: Timeout | float | None) -> Timeout:
         """A ``Timeout`` from a number of seconds, ``None`` (no limit) or a ``Timeout``."""
         if isinstance(value, Timeout):
             return value
-        if value is not None and not value > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
         return cls(value)
 
 

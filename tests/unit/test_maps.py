@@ -1,0 +1,354 @@
+"""maps.py: GetMapList, GetMapColumns, GetMappedMapColumns on the wire and parsed, and
+how a map given as MapInfo, MapKey or MapId is resolved."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import anyio
+import httpx
+import pytest
+from unit_support import (
+    COLUMNS_JSON,
+    GUID_CUSTOMERS,
+    GUID_ORDERS,
+    MAP_LIST_JSON,
+    TOKEN_Q,
+    client,
+    dumps,
+    html_page,
+    mock_api,
+)
+
+from smartconnect_async import Column, MapInfo, ResponseParseError, UnknownMapError
+from smartconnect_async.maps import parse_columns, parse_map_list
+
+pytestmark = pytest.mark.anyio
+
+MAPS = [
+    MapInfo(key=GUID_CUSTOMERS, id="Import Customers", description="Customers to BC"),
+    MapInfo(key=GUID_ORDERS, id="Import Sales Orders", description="Sales Orders to BC"),
+]
+COLUMNS = [
+    Column(name="AccountNumber", required=True),
+    Column(name="AccountName", required=False),
+    Column(name="Phone", required=False),
+]
+
+# ---- parsers (no event loop) --------------------------------------------------------
+
+
+def test_parse_reference_map_list() -> None:
+    assert parse_map_list(MAP_LIST_JSON) == MAPS
+
+
+def test_parse_reference_columns() -> None:
+    assert parse_columns(COLUMNS_JSON) == COLUMNS
+
+
+def test_parse_map_list_tolerates_missing_description_and_bom() -> None:
+    body = b"\xef\xbb\xbf" + dumps(
+        [{"MapKey": GUID_CUSTOMERS, "MapId": "A"}, {"MapKey": GUID_ORDERS, "MapId": "B", "X": 1}]
+    )
+    assert parse_map_list(body) == [
+        MapInfo(GUID_CUSTOMERS, "A", ""),
+        MapInfo(GUID_ORDERS, "B", ""),
+    ]
+
+
+def test_parse_empty_lists() -> None:
+    assert parse_map_list(b"[]") == []
+    assert parse_columns(b"[]") == []
+
+
+def test_columns_missing_is_required_is_not_required() -> None:
+    assert parse_columns(b'[{"ColumnName": "A"}]') == [Column("A", False)]
+
+
+WRONG_MAP_LISTS = {
+    "object": b'{"MapKey": "k", "MapId": "i"}',
+    "wrapped": b'{"d": []}',
+    "null": b"null",
+    "string": b'"maps"',
+    "list-of-strings": b'["Import Customers"]',
+    "missing-mapkey": b'[{"MapId": "Import Customers"}]',
+    "null-mapkey": b'[{"MapKey": null, "MapId": "Import Customers"}]',
+    "numeric-mapkey": b'[{"MapKey": 12, "MapId": "Import Customers"}]',
+    "missing-mapid": b'[{"MapKey": "c365b728-60e0-4841-841c-ab73008dd41d"}]',
+    "list-description": b'[{"MapKey": "k", "MapId": "i", "MapDescription": []}]',
+    "truncated": MAP_LIST_JSON[:-3],
+    "empty": b"",
+    "not-utf8": b'[{"MapKey": "\xff"}]',
+}
+
+
+@pytest.mark.parametrize("body", list(WRONG_MAP_LISTS.values()), ids=list(WRONG_MAP_LISTS))
+def test_wrong_map_list_shapes(body: bytes) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_map_list(body)
+    assert type(info.value) is ResponseParseError
+    assert "GetMapList" in str(info.value)
+
+
+WRONG_COLUMNS = {
+    "object": b'{"ColumnName": "A", "IsRequired": true}',
+    "is-required-string": b'[{"ColumnName": "A", "IsRequired": "true"}]',
+    "is-required-number": b'[{"ColumnName": "A", "IsRequired": 1}]',
+    "missing-name": b'[{"IsRequired": true}]',
+    "numeric-name": b'[{"ColumnName": 5, "IsRequired": true}]',
+    "nested-list": b"[[]]",
+    "not-json": b"ColumnName,IsRequired",
+}
+
+
+@pytest.mark.parametrize("body", list(WRONG_COLUMNS.values()), ids=list(WRONG_COLUMNS))
+def test_wrong_column_shapes(body: bytes) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_columns(body, "the GetMapColumns answer")
+    assert type(info.value) is ResponseParseError
+    assert "GetMapColumns" in str(info.value)
+
+
+# ---- on the wire --------------------------------------------------------------------
+
+
+async def test_map_list_wire_format() -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        async with client() as sc:
+            assert await sc.maps.list() == MAPS
+    request = route.calls.last.request
+    assert request.method == "POST"
+    assert request.url.path == "/API/GetMapList"
+    assert request.url.query == f"token={TOKEN_Q}".encode()
+    assert request.headers["Accept"] == "application/json"
+    assert "Content-Type" not in request.headers
+    assert request.content == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "endpoint"),
+    [("columns", "GetMapColumns"), ("mapped_columns", "GetMappedMapColumns")],
+)
+async def test_columns_wire_format(method: str, endpoint: str) -> None:
+    with mock_api() as api:
+        route = api.post(f"/{endpoint}").respond(200, content=COLUMNS_JSON)
+        async with client() as sc:
+            assert await getattr(sc.maps, method)(GUID_CUSTOMERS) == COLUMNS
+    request = route.calls.last.request
+    assert request.method == "POST"
+    assert request.url.path == f"/API/{endpoint}"
+    assert request.url.query == f"token={TOKEN_Q}&mapKey={GUID_CUSTOMERS}".encode()
+    assert request.headers["Accept"] == "application/json"
+    assert request.content == b""
+
+
+@pytest.mark.parametrize("endpoint", ["GetMapList", "GetMapColumns", "GetMappedMapColumns"])
+async def test_html_page_with_status_200(endpoint: str) -> None:
+    with mock_api() as api:
+        api.post(f"/{endpoint}").respond(
+            200, text=html_page("Runtime Error"), headers={"Content-Type": "text/html"}
+        )
+        async with client() as sc:
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "GetMapList": sc.maps.list,
+                "GetMapColumns": partial(sc.maps.columns, GUID_CUSTOMERS),
+                "GetMappedMapColumns": partial(sc.maps.mapped_columns, GUID_CUSTOMERS),
+            }
+            with pytest.raises(ResponseParseError, match="HTML page") as info:
+                await calls[endpoint]()
+    assert info.value.endpoint == endpoint
+    assert "Runtime Error" in str(info.value)
+
+
+@pytest.mark.parametrize("body", list(WRONG_MAP_LISTS.values()), ids=list(WRONG_MAP_LISTS))
+async def test_wrong_map_list_through_the_client(body: bytes) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapList").respond(200, content=body)
+        async with client() as sc:
+            with pytest.raises(ResponseParseError) as info:
+                await sc.maps.list()
+    assert type(info.value) is ResponseParseError
+    assert info.value.endpoint == "GetMapList"
+    assert route.call_count == 1  # an unreadable answer is not retried
+
+
+# ---- map resolution -----------------------------------------------------------------
+
+
+def _columns(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=COLUMNS_JSON)
+
+
+async def test_map_info_is_used_without_lookup() -> None:
+    info = MapInfo(key=GUID_ORDERS, id="whatever", description="")
+    with mock_api() as api:
+        map_list = api.post("/GetMapList")
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.columns(info)
+    assert not map_list.called
+    assert route.calls.last.request.url.params["mapKey"] == GUID_ORDERS
+
+
+@pytest.mark.parametrize("key", [GUID_CUSTOMERS, GUID_CUSTOMERS.upper(), f"  {GUID_ORDERS} "])
+async def test_guid_is_used_without_lookup(key: str) -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList")
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.columns(key)
+    assert not map_list.called
+    assert route.calls.last.request.url.params["mapKey"] == key.strip()
+
+
+async def test_map_id_resolved_with_one_cached_map_list() -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        route = api.post("/GetMappedMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.mapped_columns("Import Sales Orders")
+            assert map_list.call_count == 1
+            await sc.maps.mapped_columns("Import Sales Orders")
+            await sc.maps.mapped_columns("Import Customers")
+    assert map_list.call_count == 1  # the second and third use made no call
+    keys = [c.request.url.params["mapKey"] for c in route.calls]
+    assert keys == [GUID_ORDERS, GUID_ORDERS, GUID_CUSTOMERS]
+
+
+async def test_explicit_list_fills_the_cache() -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.list()
+            await sc.maps.columns("Import Customers")
+    assert map_list.call_count == 1
+    assert route.calls.last.request.url.params["mapKey"] == GUID_CUSTOMERS
+
+
+async def test_map_id_match_falls_back_to_case_insensitive() -> None:
+    with mock_api() as api:
+        api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.columns("  import CUSTOMERS ")
+    assert route.calls.last.request.url.params["mapKey"] == GUID_CUSTOMERS
+
+
+async def test_unknown_name_refreshes_the_list_once_then_raises() -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        route = api.post("/GetMapColumns")
+        async with client() as sc:
+            await sc.maps.list()
+            with pytest.raises(UnknownMapError) as info:
+                await sc.maps.columns("Import Vendors")
+    assert map_list.call_count == 2  # one refresh: the map may be new
+    assert not route.called
+    assert info.value.map == "Import Vendors"
+    assert info.value.candidates == ()
+    assert "Import Vendors" in str(info.value)
+    assert "'Import Customers'" in str(info.value)  # the known maps are listed
+    assert isinstance(info.value, LookupError)
+
+
+async def test_unknown_name_on_cold_cache_fetches_once() -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(200, content=b"[]")
+        async with client() as sc:
+            with pytest.raises(UnknownMapError, match="no maps"):
+                await sc.maps.columns("Import Vendors")
+    assert map_list.call_count == 1
+
+
+async def test_map_created_after_the_list_was_cached_is_found() -> None:
+    newer = dumps(
+        [
+            {"MapKey": GUID_CUSTOMERS, "MapId": "Import Customers", "MapDescription": ""},
+            {"MapKey": GUID_ORDERS, "MapId": "Brand New", "MapDescription": ""},
+        ]
+    )
+    with mock_api() as api:
+        api.post("/GetMapList").mock(
+            side_effect=[
+                httpx.Response(200, content=MAP_LIST_JSON),
+                httpx.Response(200, content=newer),
+            ]
+        )
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.columns("Import Customers")
+            await sc.maps.columns("Brand New")
+    assert route.calls.last.request.url.params["mapKey"] == GUID_ORDERS
+
+
+async def test_ambiguous_name_lists_candidates() -> None:
+    dup = dumps(
+        [
+            {"MapKey": GUID_CUSTOMERS, "MapId": "Import", "MapDescription": "one"},
+            {"MapKey": GUID_ORDERS, "MapId": "Import", "MapDescription": "two"},
+        ]
+    )
+    with mock_api() as api:
+        api.post("/GetMapList").respond(200, content=dup)
+        route = api.post("/GetAllData")
+        async with client() as sc:
+            with pytest.raises(UnknownMapError) as info:
+                await sc.data.get_all("Import")
+    assert not route.called
+    assert info.value.map == "Import"
+    assert info.value.candidates == (GUID_CUSTOMERS, GUID_ORDERS)
+    assert "ambiguous" in str(info.value)
+    assert GUID_CUSTOMERS in str(info.value)
+    assert GUID_ORDERS in str(info.value)
+
+
+async def test_exact_case_wins_over_case_insensitive_matches() -> None:
+    maps = dumps(
+        [
+            {"MapKey": GUID_CUSTOMERS, "MapId": "Import", "MapDescription": ""},
+            {"MapKey": GUID_ORDERS, "MapId": "IMPORT", "MapDescription": ""},
+        ]
+    )
+    with mock_api() as api:
+        api.post("/GetMapList").respond(200, content=maps)
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc:
+            await sc.maps.columns("IMPORT")
+            with pytest.raises(UnknownMapError) as info:
+                await sc.maps.columns("import")
+    assert route.calls.last.request.url.params["mapKey"] == GUID_ORDERS
+    assert set(info.value.candidates) == {GUID_CUSTOMERS, GUID_ORDERS}
+
+
+async def test_100_concurrent_resolutions_on_cold_cache_make_one_map_list_call() -> None:
+    with mock_api() as api:
+
+        async def slow_list(request: httpx.Request) -> httpx.Response:
+            await anyio.sleep(0.01)
+            return httpx.Response(200, content=MAP_LIST_JSON)
+
+        map_list = api.post("/GetMapList").mock(side_effect=slow_list)
+        route = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc, anyio.create_task_group() as tg:
+            for i in range(100):
+                name = "Import Customers" if i % 2 else "Import Sales Orders"
+                tg.start_soon(sc.maps.columns, name)
+    assert map_list.call_count == 1
+    assert route.call_count == 100
+    keys = [c.request.url.params["mapKey"] for c in route.calls]
+    assert keys.count(GUID_CUSTOMERS) == 50
+    assert keys.count(GUID_ORDERS) == 50
+
+
+@pytest.mark.parametrize(
+    ("map_ref", "error"), [("", ValueError), ("   ", ValueError), (42, TypeError)]
+)
+async def test_bad_map_reference_fails_before_any_io(map_ref: object, error: type) -> None:
+    with mock_api(token=None) as api:
+        async with client() as sc:
+            with pytest.raises(error):
+                await sc.maps.columns(map_ref)  # type: ignore[arg-type]
+    assert api.calls.call_count == 0

@@ -1,0 +1,506 @@
+"""_tokens.py: password hashing, token issue time, expiry arithmetic, the token store and
+the single-flight token cache (driven directly, with a fake fetch and clock)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime, timedelta, timezone
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unit_support import TOKEN, TOKEN_EXPIRES, TOKEN_ISSUED, MutableClock, independent_hash
+
+from smartconnect_async import MemoryTokenStore, Token, TokenKey, TokenStore, hash_password
+from smartconnect_async._tokens import (
+    CLOCK_SKEW,
+    MANDATORY_REFRESH,
+    TokenCache,
+    add_months,
+    make_token,
+    token_issue_time,
+)
+
+UTC = timezone.utc
+KEY = TokenKey.of("https://sc.example.com/API", "ACME-01", "user@example.com")
+
+
+def _token_with_stamp(stamp: str, email: str = "USER@EXAMPLE.COM") -> str:
+    body = f"aGFzaA==#B16BB353-51E8-42CA-81D1-5EBB04AB1349#C338CEB5-0D97-4E57#{email}#{stamp}"
+    return base64.b64encode(body.encode()).decode()
+
+
+def _token(value: str, issued: datetime, months: int = 3) -> Token:
+    return Token(
+        value=value,
+        company_id="ACME-01",
+        email="user@example.com",
+        issued_at=issued,
+        expires_at=add_months(issued, months),
+    )
+
+
+# ---- hash_password ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("password", ["S3cret+pass/word=", "pässwörd ✓", "", "a:b:c"])
+def test_hash_password_matches_protocol_hmac(password: str) -> None:
+    assert hash_password(password) == independent_hash(password)
+
+
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        # printf '%s' "$pw:6clDgmNok3WtR8GKYW6N" |
+        #   openssl dgst -sha256 -hmac 6clDgmNok3WtR8GKYW6N -binary | base64
+        ("password", "COWogx6YuLayvG+9i75JdbsDEI/b5UhxIl8LOi0lfjY="),
+        ("S3cret+pass/word=", "pwiLmun3R9nY727hijd3p1WRVdPl+GVepfmKVI/++6k="),
+    ],
+)
+def test_hash_password_known_vectors(password: str, expected: str) -> None:
+    assert hash_password(password) == expected
+
+
+@settings(deadline=None)
+@given(st.text())
+def test_hash_password_any_text(password: str) -> None:
+    assert hash_password(password) == independent_hash(password)
+
+
+# ---- token_issue_time ---------------------------------------------------------------
+
+
+def test_reference_token_issue_time() -> None:
+    assert token_issue_time(TOKEN) == TOKEN_ISSUED
+
+
+@pytest.mark.parametrize(
+    ("fraction", "micro"),
+    [
+        ("8", 800_000),
+        ("86", 860_000),
+        ("866", 866_000),
+        ("8661", 866_100),
+        ("86612", 866_120),
+        ("866123", 866_123),
+        ("8661239", 866_123),
+    ],
+)
+def test_issue_time_fraction_digits(fraction: str, micro: int) -> None:
+    token = _token_with_stamp(f"2020-10-02T08:05:15.{fraction}")
+    assert token_issue_time(token) == datetime(2020, 10, 2, 8, 5, 15, micro, tzinfo=UTC)
+
+
+def test_issue_time_without_fraction_and_zone_is_utc() -> None:
+    issued = token_issue_time(_token_with_stamp("2021-03-04T05:06:07"))
+    assert issued == datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert issued is not None
+    assert issued.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2021-03-04T05:06:07Z", datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)),
+        ("2021-03-04T05:06:07+02:00", datetime(2021, 3, 4, 3, 6, 7, tzinfo=UTC)),
+        ("2021-03-04T05:06:07.5-0130", datetime(2021, 3, 4, 6, 36, 7, 500_000, tzinfo=UTC)),
+    ],
+)
+def test_issue_time_with_zone_is_converted_to_utc(stamp: str, expected: datetime) -> None:
+    assert token_issue_time(_token_with_stamp(stamp)) == expected
+
+
+def test_issue_time_accepts_token_without_padding() -> None:
+    assert token_issue_time(TOKEN.rstrip("=")) == TOKEN_ISSUED
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not a token",
+        "ab+cd/ef+gh/ij==",
+        "%%%%",
+        base64.b64encode(b"only#three#parts").decode(),
+        _token_with_stamp("yesterday"),
+        _token_with_stamp("2020-02-30T00:00:00"),  # no such day
+        _token_with_stamp("2020-10-02T25:00:00"),
+        _token_with_stamp("2020-10-02T08:05:15.866 trailing"),
+        base64.b64encode(b"\xff\xfe#a#b#c#2020-10-02T08:05:15").decode(),  # not UTF-8
+        "",
+    ],
+)
+def test_issue_time_of_undecodable_token_is_none(value: str) -> None:
+    assert token_issue_time(value) is None
+
+
+@settings(deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.none()
+    ),
+    st.integers(min_value=1, max_value=7),
+)
+def test_issue_time_round_trip(moment: datetime, digits: int) -> None:
+    fraction = f"{moment.microsecond:06d}0"[:digits]
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + fraction
+    expected_micro = int(fraction.ljust(6, "0")[:6])
+    parsed = token_issue_time(_token_with_stamp(stamp))
+    assert parsed == moment.replace(microsecond=expected_micro, tzinfo=UTC)
+
+
+# ---- add_months ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        (datetime(2020, 11, 30, 9, 30, tzinfo=UTC), datetime(2021, 2, 28, 9, 30, tzinfo=UTC)),
+        (datetime(2023, 11, 30, 9, 30, tzinfo=UTC), datetime(2024, 2, 29, 9, 30, tzinfo=UTC)),
+        (datetime(2020, 10, 31, tzinfo=UTC), datetime(2021, 1, 31, tzinfo=UTC)),
+        (datetime(2021, 12, 31, tzinfo=UTC), datetime(2022, 3, 31, tzinfo=UTC)),
+        (datetime(2022, 5, 31, tzinfo=UTC), datetime(2022, 8, 31, tzinfo=UTC)),
+        (datetime(2022, 6, 30, tzinfo=UTC), datetime(2022, 9, 30, tzinfo=UTC)),
+        (datetime(2022, 3, 31, tzinfo=UTC), datetime(2022, 6, 30, tzinfo=UTC)),
+        (TOKEN_ISSUED, TOKEN_EXPIRES),
+    ],
+)
+def test_add_three_calendar_months(start: datetime, expected: datetime) -> None:
+    assert add_months(start, 3) == expected
+
+
+@settings(deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(9000, 1, 1)),
+    st.integers(min_value=0, max_value=48),
+)
+def test_add_months_properties(moment: datetime, months: int) -> None:
+    later = add_months(moment, months)
+    assert (later.year * 12 + later.month) - (moment.year * 12 + moment.month) == months
+    assert later.day <= moment.day
+    assert later.time() == moment.time()
+    if later.day < moment.day:  # clamped: it is the last day of its month
+        assert (later + timedelta(days=1)).month != later.month
+
+
+# ---- make_token ---------------------------------------------------------------------
+
+
+def test_make_token_trusts_plausible_embedded_time() -> None:
+    obtained = TOKEN_ISSUED + timedelta(seconds=3)
+    token = make_token(TOKEN, company_id="ACME-01", email="user@x.com", obtained_at=obtained)
+    assert token.value == TOKEN
+    assert (token.company_id, token.email) == ("ACME-01", "user@x.com")
+    assert token.issued_at == TOKEN_ISSUED
+    assert token.expires_at == TOKEN_EXPIRES
+
+
+def test_make_token_opaque_token_is_issued_when_obtained() -> None:
+    obtained = datetime(2024, 11, 30, 12, 0, tzinfo=UTC)
+    token = make_token("opaque-token", company_id="C", email="e", obtained_at=obtained)
+    assert token.issued_at == obtained
+    assert token.expires_at == datetime(2025, 2, 28, 12, 0, tzinfo=UTC)
+
+
+def test_make_token_obtained_time_is_converted_to_utc() -> None:
+    obtained = datetime(2024, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
+    token = make_token("opaque", company_id="C", email="e", obtained_at=obtained)
+    assert token.issued_at == datetime(2024, 1, 1, 0, 0, tzinfo=UTC)
+    assert token.issued_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "obtained",
+    [
+        TOKEN_ISSUED - CLOCK_SKEW - timedelta(seconds=1),  # token claims the future
+        TOKEN_ISSUED - timedelta(days=30),
+        TOKEN_EXPIRES,  # already expired
+        TOKEN_EXPIRES - MANDATORY_REFRESH,  # would need a refresh at once
+        datetime(2026, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_make_token_distrusts_impossible_embedded_time(obtained: datetime) -> None:
+    token = make_token(TOKEN, company_id="C", email="e", obtained_at=obtained)
+    assert token.issued_at == obtained
+    assert token.expires_at == add_months(obtained, 3)
+
+
+@pytest.mark.parametrize(
+    "obtained",
+    [
+        TOKEN_ISSUED - CLOCK_SKEW,  # a clock a little behind the server's
+        TOKEN_ISSUED + timedelta(days=80),  # old but still valid
+    ],
+)
+def test_make_token_keeps_embedded_time_within_tolerance(obtained: datetime) -> None:
+    token = make_token(TOKEN, company_id="C", email="e", obtained_at=obtained)
+    assert token.issued_at == TOKEN_ISSUED
+    assert token.expires_at == TOKEN_EXPIRES
+
+
+def test_token_is_expired() -> None:
+    token = _token("t", TOKEN_ISSUED)
+    assert not token.is_expired(TOKEN_EXPIRES - timedelta(microseconds=1))
+    assert token.is_expired(TOKEN_EXPIRES)
+    assert token.is_expired()  # the reference token expired in 2021
+
+
+# ---- TokenKey and stores ------------------------------------------------------------
+
+
+def test_token_key_normalises() -> None:
+    key = TokenKey.of("https://sc.example.com/API/", " ACME-01 ", " User@Example.COM ")
+    assert key == KEY
+    assert str(key) == "https://sc.example.com/API|ACME-01|user@example.com"
+    assert hash(key) == hash(KEY)
+
+
+def test_token_keys_differ_per_company_user_and_url() -> None:
+    assert TokenKey.of("https://sc.example.com/API", "OTHER", "user@example.com") != KEY
+    assert TokenKey.of("https://sc.example.com/API", "ACME-01", "other@example.com") != KEY
+    assert TokenKey.of("https://other.example.com/API", "ACME-01", "user@example.com") != KEY
+
+
+@pytest.mark.anyio
+async def test_memory_token_store() -> None:
+    store = MemoryTokenStore()
+    assert isinstance(store, TokenStore)
+    token = _token("t1", TOKEN_ISSUED)
+    assert await store.get(KEY) is None
+    await store.set(KEY, token)
+    assert await store.get(KEY) == token
+    replacement = _token("t2", TOKEN_ISSUED)
+    await store.set(KEY, replacement)
+    assert await store.get(KEY) == replacement
+    await store.delete(KEY)
+    assert await store.get(KEY) is None
+    await store.delete(KEY)  # deleting what is not there is fine
+
+
+def test_a_non_store_is_not_a_token_store() -> None:
+    class NotAStore:
+        async def get(self, key: TokenKey) -> None:
+            return None
+
+    assert not isinstance(NotAStore(), TokenStore)
+
+
+# ---- TokenCache ---------------------------------------------------------------------
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeFetch:
+    """A token fetch that counts its calls, can block until released, and can fail."""
+
+    def __init__(self, clock: MutableClock) -> None:
+        self.clock = clock
+        self.calls = 0
+        self.gate: anyio.Event | None = None
+        self.started = anyio.Event()
+        self.fail: Exception | None = None
+
+    async def __call__(self) -> Token:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await anyio.sleep(0.001)  # let every concurrent caller pile up
+        if self.fail is not None:
+            raise self.fail
+        return _token(f"token-{self.calls}", self.clock())
+
+
+def _cache(clock: MutableClock, store: TokenStore | None = None) -> TokenCache:
+    return TokenCache(store, refresh_margin=timedelta(days=1), clock=clock)
+
+
+def test_negative_refresh_margin_is_refused() -> None:
+    with pytest.raises(ValueError, match="refresh_margin"):
+        TokenCache(refresh_margin=timedelta(seconds=-1))
+
+
+@pytest.mark.anyio
+async def test_cold_cache_fetches_once_for_1000_callers() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    got: list[Token] = []
+
+    async def one() -> None:
+        got.append(await cache.get(KEY, fetch))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(one)
+    assert fetch.calls == 1
+    assert {t.value for t in got} == {"token-1"}
+    assert len(got) == 1000
+    assert await cache.store.get(KEY) == got[0]
+
+
+@pytest.mark.anyio
+async def test_fresh_token_is_served_from_the_store() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    first = await cache.get(KEY, fetch)
+    clock.advance(timedelta(days=60))
+    assert await cache.get(KEY, fetch) is first
+    assert fetch.calls == 1
+
+
+@pytest.mark.anyio
+async def test_early_refresh_inside_margin_others_keep_old_token() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    old = await cache.get(KEY, fetch)
+    clock.now = old.expires_at - timedelta(hours=12)  # inside the 1-day margin
+    fetch.gate = anyio.Event()
+    fetch.started = anyio.Event()
+    results: list[str] = []
+
+    async def refresher() -> None:
+        results.append((await cache.get(KEY, fetch)).value)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(refresher)
+        await fetch.started.wait()  # the early refresh is under way...
+        others = [await cache.get(KEY, fetch) for _ in range(20)]
+        assert {t.value for t in others} == {old.value}  # ...and nobody waits for it
+        fetch.gate.set()
+    assert results == ["token-2"]
+    assert fetch.calls == 2
+    assert (await cache.get(KEY, fetch)).value == "token-2"
+
+
+@pytest.mark.anyio
+async def test_failed_early_refresh_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    old = await cache.get(KEY, fetch)
+    clock.now = old.expires_at - timedelta(hours=1)
+    fetch.fail = RuntimeError("server down")
+    with caplog.at_level(logging.WARNING, logger="smartconnect_async"):
+        assert await cache.get(KEY, fetch) is old
+    assert fetch.calls == 2
+    assert await cache.store.get(KEY) is old
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "early token refresh failed" in warnings[0].getMessage()
+    assert "ACME-01" in warnings[0].getMessage()
+    assert old.value not in warnings[0].getMessage()
+    # The next caller tries again.
+    fetch.fail = None
+    assert (await cache.get(KEY, fetch)).value == "token-3"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "before_expiry",
+    [MANDATORY_REFRESH - timedelta(seconds=1), timedelta(0), -timedelta(days=3)],
+    ids=["mandatory-window", "at-expiry", "expired"],
+)
+async def test_everyone_waits_for_one_refresh_near_or_past_expiry(
+    before_expiry: timedelta,
+) -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    old = await cache.get(KEY, fetch)
+    clock.now = old.expires_at - before_expiry
+    got: list[str] = []
+
+    async def one() -> None:
+        got.append((await cache.get(KEY, fetch)).value)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(one)
+    assert fetch.calls == 2
+    assert got == ["token-2"] * 50
+
+
+@pytest.mark.anyio
+async def test_failed_fetch_raises_to_waiters_and_next_caller_retries() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    fetch.fail = RuntimeError("no")
+    with pytest.raises(RuntimeError, match="no"):
+        await cache.get(KEY, fetch)
+    assert await cache.store.get(KEY) is None
+    fetch.fail = None
+    assert (await cache.get(KEY, fetch)).value == "token-2"
+
+
+@pytest.mark.anyio
+async def test_invalidate_is_compare_and_swap() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    first = await cache.get(KEY, fetch)
+    second = await cache.get(KEY, fetch, force_refresh=True)
+    await cache.invalidate(KEY, first)  # stale: already replaced, must stay
+    assert await cache.store.get(KEY) is second
+    await cache.invalidate(KEY, second)
+    assert await cache.store.get(KEY) is None
+    await cache.invalidate(KEY, second)  # nothing stored: no error
+    assert (await cache.get(KEY, fetch)).value == "token-3"
+
+
+@pytest.mark.anyio
+async def test_force_refresh_fetches_once_for_concurrent_callers() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    await cache.get(KEY, fetch)
+    got: list[str] = []
+
+    async def one() -> None:
+        got.append((await cache.get(KEY, fetch, force_refresh=True)).value)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(one)
+    assert fetch.calls == 2
+    assert got == ["token-2"] * 10
+    assert (await cache.get(KEY, fetch, force_refresh=True)).value == "token-3"
+
+
+@pytest.mark.anyio
+async def test_keys_are_cached_independently() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    other = TokenKey.of("https://sc.example.com/API", "OTHER", "user@example.com")
+    assert (await cache.get(KEY, fetch)).value == "token-1"
+    assert (await cache.get(other, fetch)).value == "token-2"
+    assert (await cache.get(KEY, fetch)).value == "token-1"
+    assert fetch.calls == 2
+
+
+@pytest.mark.anyio
+async def test_custom_store_is_used() -> None:
+    class RecordingStore:
+        def __init__(self) -> None:
+            self.tokens: dict[TokenKey, Token] = {}
+            self.log: list[str] = []
+
+        async def get(self, key: TokenKey) -> Token | None:
+            self.log.append("get")
+            return self.tokens.get(key)
+
+        async def set(self, key: TokenKey, token: Token) -> None:
+            self.log.append("set")
+            self.tokens[key] = token
+
+        async def delete(self, key: TokenKey) -> None:
+            self.log.append("delete")
+            self.tokens.pop(key, None)
+
+    store = RecordingStore()
+    assert isinstance(store, TokenStore)
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    token = await cache.get(KEY, fetch)
+    assert store.tokens == {KEY: token}
+    assert "set" in store.log
+    await cache.invalidate(KEY, token)
+    assert store.tokens == {}
+    assert store.log[-1] == "delete"

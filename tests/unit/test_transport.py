@@ -1,0 +1,345 @@
+"""_transport.py (through the public client): common headers, error statuses mapped to
+exceptions with their attributes, retries of reads, connection failures, HTML answers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from unit_support import (
+    COLUMNS_JSON,
+    GUID_CUSTOMERS,
+    SleepRecorder,
+    client,
+    html_page,
+    mock_api,
+)
+
+from smartconnect_async import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    Column,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseParseError,
+    ServerError,
+    SmartConnectError,
+)
+
+pytestmark = pytest.mark.anyio
+
+COLUMNS = [
+    Column("AccountNumber", True),
+    Column("AccountName", False),
+    Column("Phone", False),
+]
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def _ok() -> httpx.Response:
+    return httpx.Response(200, content=COLUMNS_JSON, headers=JSON_HEADERS)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, BadRequestError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (429, RateLimitError),
+        (500, ServerError),
+        (502, ServerError),
+        (503, ServerError),
+        (504, ServerError),
+        (418, APIStatusError),
+    ],
+)
+async def test_error_status_maps_to_exception(status: int, error: type[APIStatusError]) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(
+            status,
+            json={"Message": f"Failure number {status}."},
+            headers={"X-Request-Id": "req-123"},
+        )
+        async with client(max_retries=0) as sc:
+            with pytest.raises(error) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    exc = info.value
+    assert type(exc) is error
+    assert isinstance(exc, APIStatusError)
+    assert isinstance(exc, SmartConnectError)
+    assert exc.status_code == status
+    assert exc.request_id == "req-123"
+    assert exc.body == f"Failure number {status}."
+    assert exc.endpoint == "GetMapColumns"
+    assert exc.retry_after is None
+    message = str(exc)
+    assert f"HTTP {status}" in message
+    assert "GetMapColumns" in message
+    assert GUID_CUSTOMERS in message
+    assert "req-123" in message
+    assert route.call_count == 1
+
+
+async def test_401_twice_raises_authentication_error() -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(
+            401, json="Authorization has been denied.", headers={"X-Request-Id": "r-401"}
+        )
+        async with client() as sc:
+            with pytest.raises(AuthenticationError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+        assert api["GetToken"].call_count == 2  # the first 401 fetched one new token
+    assert route.call_count == 2
+    assert info.value.status_code == 401
+    assert info.value.request_id == "r-401"
+    assert info.value.body == "Authorization has been denied."
+
+
+async def test_error_without_request_id_or_body() -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").respond(404)
+        async with client(max_retries=0) as sc:
+            with pytest.raises(NotFoundError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert info.value.request_id is None
+    assert info.value.body == ""
+    assert "(no body)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "excerpt"),
+    [
+        (b'"The map was not found."', "application/json", "The map was not found."),
+        (b'{"Message": "Bad map key."}', "application/json", "Bad map key."),
+        (b'{"message": "lower case key"}', "application/json", "lower case key"),
+        (b"plain   text\r\n  message", "text/plain", "plain text message"),
+        (html_page("404 - File or directory not found.").encode(), "text/html", None),
+        (b"<p>some <b>markup</b></p>", "text/html", "some markup"),
+    ],
+)
+async def test_body_excerpt_is_readable(body: bytes, content_type: str, excerpt: str) -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").respond(
+            400, content=body, headers={"Content-Type": content_type}
+        )
+        async with client() as sc:
+            with pytest.raises(BadRequestError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    expected = excerpt or "404 - File or directory not found."
+    assert info.value.body == expected
+    assert expected in str(info.value)
+
+
+async def test_long_body_is_cut_to_an_excerpt() -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").respond(400, text="word " * 2000)
+        async with client() as sc:
+            with pytest.raises(BadRequestError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert len(info.value.body) == 200
+    assert info.value.body.endswith("…")
+    assert info.value.body.startswith("word word")
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("120", 120.0), ("61", 61.0), ("3600", 3600.0)])
+async def test_retry_after_longer_than_a_minute_raises_at_once(
+    header: str, seconds: float, sleeps: SleepRecorder
+) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(
+            429, text="Too many requests", headers={"Retry-After": header}
+        )
+        async with client(max_retries=5) as sc:
+            with pytest.raises(RateLimitError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert route.call_count == 1
+    assert sleeps.delays == []
+    assert info.value.retry_after == seconds
+    assert f"wait {seconds:g}s" in str(info.value)
+
+
+async def test_retry_after_http_date(sleeps: SleepRecorder) -> None:
+    when = format_datetime(datetime.now(timezone.utc) + timedelta(minutes=10), usegmt=True)
+    with mock_api() as api:
+        api.post("/GetMapColumns").respond(503, headers={"Retry-After": when})
+        async with client(max_retries=3) as sc:
+            with pytest.raises(ServerError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert info.value.retry_after is not None
+    assert 590 <= info.value.retry_after <= 600
+    assert sleeps.delays == []
+
+
+async def test_retry_after_is_waited_for(sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(
+            side_effect=[
+                httpx.Response(429, headers={"Retry-After": "0.05"}),
+                httpx.Response(503, headers={"Retry-After": "0"}),
+                _ok(),
+            ]
+        )
+        async with client(max_retries=2) as sc:
+            assert await sc.maps.columns(GUID_CUSTOMERS) == COLUMNS
+    assert route.call_count == 3
+    assert sleeps.delays == [0.05, 0.0]  # the server's wait, not the back-off
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_reads_are_retried_then_raise(status: int, sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(status, headers={"X-Request-Id": "last"})
+        async with client(max_retries=3) as sc:
+            with pytest.raises(APIStatusError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert route.call_count == 4
+    assert info.value.status_code == status
+    assert len(sleeps.delays) == 3
+    for retry, delay in enumerate(sleeps.delays, start=1):
+        ceiling = 0.5 * 2 ** (retry - 1)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_read_succeeds_after_transient_failures(status: int, sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(
+            side_effect=[httpx.Response(status), httpx.Response(status), _ok()]
+        )
+        async with client(max_retries=2) as sc:
+            assert await sc.maps.columns(GUID_CUSTOMERS) == COLUMNS
+    assert route.call_count == 3
+    assert len(sleeps.delays) == 2
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 501])
+async def test_other_statuses_are_not_retried(status: int, sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(status)
+        async with client(max_retries=3) as sc:
+            with pytest.raises(APIStatusError):
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert route.call_count == 1
+    assert sleeps.delays == []
+
+
+async def test_max_retries_zero_sends_once(sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(503)
+        async with client(max_retries=0) as sc:
+            with pytest.raises(ServerError):
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert route.call_count == 1
+    assert sleeps.delays == []
+
+
+async def test_connect_error_is_retried_then_raises(sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(side_effect=httpx.ConnectError)
+        async with client(max_retries=2) as sc:
+            with pytest.raises(APIConnectionError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert type(info.value) is APIConnectionError
+    assert info.value.sent is False
+    assert info.value.endpoint == "GetMapColumns"
+    assert "could not connect" in str(info.value)
+    assert route.call_count == 3
+    assert len(sleeps.delays) == 2
+
+
+async def test_connect_error_then_success(sleeps: SleepRecorder) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(side_effect=[httpx.ConnectError("refused"), _ok()])
+        async with client() as sc:
+            assert await sc.maps.columns(GUID_CUSTOMERS) == COLUMNS
+    assert route.call_count == 2
+    assert len(sleeps.delays) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "sent"),
+    [
+        (httpx.ReadTimeout, APITimeoutError, True),
+        (httpx.ConnectTimeout, APITimeoutError, False),
+        (httpx.PoolTimeout, APITimeoutError, False),
+        (httpx.WriteTimeout, APITimeoutError, False),
+        (httpx.WriteError, APIConnectionError, False),
+        (httpx.ReadError, APIConnectionError, True),
+        (httpx.RemoteProtocolError, APIConnectionError, True),
+    ],
+)
+async def test_transport_failures_of_reads(
+    failure: type[Exception], error: type[APIConnectionError], sent: bool, sleeps: SleepRecorder
+) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(side_effect=failure)
+        async with client(max_retries=1) as sc:
+            with pytest.raises(error) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert type(info.value) is error
+    assert info.value.sent is sent
+    assert info.value.endpoint == "GetMapColumns"
+    assert route.call_count == 2  # a read is safe to send again
+    assert len(sleeps.delays) == 1
+
+
+async def test_html_page_with_status_200_on_json_endpoint() -> None:
+    page = html_page("Service Unavailable - maintenance")
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(
+            200, text=page, headers={"Content-Type": "text/html", "X-Request-Id": "iis-1"}
+        )
+        async with client() as sc:
+            with pytest.raises(ResponseParseError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert type(info.value) is ResponseParseError
+    assert info.value.endpoint == "GetMapColumns"
+    assert info.value.request_id == "iis-1"
+    assert "HTML page" in str(info.value)
+    assert "Service Unavailable - maintenance" in str(info.value)
+    assert route.call_count == 1  # not retried
+
+
+async def test_html_body_is_recognised_whatever_the_content_type() -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").respond(
+            200, text="\r\n <!DOCTYPE html><html><body>x</body></html>", headers=JSON_HEADERS
+        )
+        async with client() as sc:
+            with pytest.raises(ResponseParseError, match="HTML page"):
+                await sc.maps.columns(GUID_CUSTOMERS)
+
+
+async def test_common_request_headers() -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(return_value=_ok())
+        async with client() as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)
+    request = route.calls.last.request
+    assert request.method == "POST"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["User-Agent"].startswith("smartconnect-async/")
+    assert "Content-Type" not in request.headers
+    assert request.content == b""
+
+
+async def test_per_client_timeout_reaches_httpx() -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").mock(return_value=_ok())
+        async with client(timeout=12.5) as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)
+    timeouts = route.calls.last.request.extensions["timeout"]
+    assert timeouts == {"connect": 12.5, "read": 12.5, "write": 12.5, "pool": 12.5}
+
+
+async def test_negative_max_retries_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_retries"):
+        client(max_retries=-1)

@@ -1,0 +1,609 @@
+"""_xml.py: parsing data-set answers and error tables (safely, incrementally) and building
+the XML payloads of data-table and XML runs. Pure functions: no event loop."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import defusedxml.ElementTree as DET
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from unit_support import (
+    GETALLDATA_XML,
+    REFERENCE_ROW,
+    SERIALIZATION_NS,
+    data_answer,
+    net_escape,
+    table_xml,
+)
+
+from smartconnect_async import DataSet, ResponseParseError
+from smartconnect_async._xml import (
+    DataSetParser,
+    build_data_table,
+    build_xml_request,
+    escape_text,
+    parse_data_set,
+    parse_error_table,
+)
+
+OUTER_OPEN = f'<string xmlns="{SERIALIZATION_NS}">'
+
+# ---- parse_data_set: the reference example and the data-set rules -------------------
+
+
+def test_reference_getalldata_example() -> None:
+    data = parse_data_set(GETALLDATA_XML)
+    assert data == DataSet(tables={"Table01": [REFERENCE_ROW]})
+    assert list(data.tables["Table01"][0]) == list(REFERENCE_ROW)  # column order kept
+    assert data.rows == [REFERENCE_ROW]
+
+
+def test_several_tables_keep_their_order_and_rows() -> None:
+    inner = table_xml(
+        {
+            "Customers": [{"Id": "1", "Name": "A"}, {"Id": "2", "Name": "B"}],
+            "Addresses": [{"Id": "1", "City": "Denver"}],
+        }
+    )
+    data = parse_data_set(data_answer(inner))
+    assert list(data.tables) == ["Customers", "Addresses"]
+    assert data.tables["Customers"] == [{"Id": "1", "Name": "A"}, {"Id": "2", "Name": "B"}]
+    assert data.tables["Addresses"] == [{"Id": "1", "City": "Denver"}]
+    assert data.rows == data.tables["Customers"]
+
+
+def test_absent_column_is_none_present_but_empty_is_empty_string() -> None:
+    inner = (
+        "<DS>"
+        "<T><A>1</A><B/></T>"  # B empty (self-closed)
+        "<T><A></A></T>"  # A empty, B absent
+        "<T><A><![CDATA[]]></A><B>2</B><C>3</C></T>"  # C first appears in row 3
+        "</DS>"
+    )
+    rows = parse_data_set(data_answer(inner)).rows
+    assert rows == [
+        {"A": "1", "B": "", "C": None},
+        {"A": "", "B": None, "C": None},
+        {"A": "", "B": "2", "C": "3"},
+    ]
+    assert all(list(row) == ["A", "B", "C"] for row in rows)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "  leading",
+        "trailing  ",
+        " ",
+        "\t",
+        "a\tb",
+        "two\nlines\n",
+        "\n\n",
+        "  spaced  out  ",
+    ],
+)
+def test_whitespace_is_preserved_exactly(value: str) -> None:
+    data = parse_data_set(data_answer(table_xml({"T": [{"V": value, "W": "x"}]})))
+    assert data.rows == [{"V": value, "W": "x"}]
+
+
+@pytest.mark.parametrize("value", ["a]]>b", "]]>", "]]>]]>", "x]]", "]]>>"])
+def test_cdata_split_around_terminator(value: str) -> None:
+    inner = table_xml({"T": [{"V": value}]})
+    assert "]]]]><![CDATA[>" in inner or "]]>" not in value
+    assert parse_data_set(data_answer(inner)).rows == [{"V": value}]
+
+
+def test_vendor_split_cdata_literal() -> None:
+    inner = "<DS><T><V><![CDATA[a]]]]><![CDATA[>b]]></V></T></DS>"
+    assert parse_data_set(data_answer(inner)).rows == [{"V": "a]]>b"}]
+
+
+def test_carriage_returns_as_character_references_survive() -> None:
+    # The outer document carries the inner line ends as &#xD;; a CR inside a value is a
+    # character reference in the inner document (&amp;#xD; in the outer).
+    body = (
+        OUTER_OPEN + "&lt;DS&gt;&#xD;\n  &lt;T&gt;&#xD;\n"
+        "    &lt;V&gt;line1&amp;#xD;\nline2&amp;#xD;&lt;/V&gt;&#xD;\n"
+        "  &lt;/T&gt;&#xD;\n&lt;/DS&gt;</string>"
+    ).encode()
+    assert parse_data_set(body).rows == [{"V": "line1\r\nline2\r"}]
+
+
+def test_markup_characters_in_values() -> None:
+    values = {"A": "R&D <ok> \"q\" 'a'", "B": "&amp; is literal", "C": "<![CDATA[x"}
+    inner = "<DS><T>" + "".join(f"<{k}>{net_escape(v)}</{k}>" for k, v in values.items())
+    inner += "</T></DS>"
+    assert parse_data_set(data_answer(inner)).rows == [values]
+
+
+def test_non_ascii_values() -> None:
+    row = {"Name": "Müller & Søn ✓", "Emoji": "😀", "Jp": "日本語"}
+    assert parse_data_set(data_answer(table_xml({"T": [row]}))).rows == [row]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_inner_xml_declaration_is_accepted(encoding: str) -> None:
+    inner = f'<?xml version="1.0" encoding="{encoding}"?>\r\n' + table_xml({"T": [{"V": "é"}]})
+    assert parse_data_set(data_answer(inner)).rows == [{"V": "é"}]
+
+
+def test_namespaced_inner_document_uses_local_names() -> None:
+    inner = '<DS xmlns="urn:x"><T><V>1</V></T></DS>'
+    assert parse_data_set(data_answer(inner)).tables == {"T": [{"V": "1"}]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        data_answer("<MyDataSet />"),
+        data_answer("<MyDataSet>\r\n</MyDataSet>"),
+        f"{OUTER_OPEN}</string>".encode(),
+        f'<string xmlns="{SERIALIZATION_NS}" />'.encode(),
+        b'<?xml version="1.0" encoding="utf-8"?>\n' + data_answer("<DS/>"),
+    ],
+)
+def test_empty_data_set(body: bytes) -> None:
+    data = parse_data_set(body)
+    assert data.tables == {}
+    assert data.rows == []
+
+
+def test_byte_order_mark_and_whitespace_around_outer_document() -> None:
+    body = b"\xef\xbb\xbf" + GETALLDATA_XML + b"\r\n"
+    assert parse_data_set(body).rows == [REFERENCE_ROW]
+
+
+# ---- hostile and broken answers -----------------------------------------------------
+
+BILLION_LAUGHS_OUTER = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE string [\n'
+    b' <!ENTITY lol "lol">\n'
+    b' <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">\n'
+    b' <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">\n'
+    b' <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">\n'
+    b"]>\n" + OUTER_OPEN.encode() + b"&lol3;</string>"
+)
+EXTERNAL_ENTITY_OUTER = (
+    b'<?xml version="1.0"?>\n'
+    b'<!DOCTYPE string [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
+    + OUTER_OPEN.encode()
+    + b"&xxe;</string>"
+)
+EXTERNAL_DTD_OUTER = b'<!DOCTYPE string SYSTEM "http://attacker.invalid/evil.dtd">' + data_answer(
+    "<DS/>"
+)
+BILLION_LAUGHS_INNER = data_answer(
+    '<!DOCTYPE DS [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><DS><T><V>&c;</V></T></DS>'
+)
+EXTERNAL_ENTITY_INNER = data_answer(
+    '<!DOCTYPE DS [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><DS><T><V>&xxe;</V></T></DS>'
+)
+EXTERNAL_DTD_INNER = data_answer('<!DOCTYPE DS SYSTEM "http://attacker.invalid/x.dtd"><DS/>')
+
+HOSTILE = {
+    "billion-laughs-outer": BILLION_LAUGHS_OUTER,
+    "external-entity-outer": EXTERNAL_ENTITY_OUTER,
+    "external-dtd-outer": EXTERNAL_DTD_OUTER,
+    "billion-laughs-inner": BILLION_LAUGHS_INNER,
+    "external-entity-inner": EXTERNAL_ENTITY_INNER,
+    "external-dtd-inner": EXTERNAL_DTD_INNER,
+}
+
+BROKEN = {
+    "truncated-outer": GETALLDATA_XML[: len(GETALLDATA_XML) // 2],
+    "truncated-last-byte": GETALLDATA_XML[:-1],
+    "inner-unclosed": data_answer("<DS><T><V>1</V></T>"),
+    "inner-mismatched": data_answer("<DS><T><V>1</W></T></DS>"),
+    "inner-undefined-entity": data_answer("<DS><T><V>&nbsp;</V></T></DS>"),
+    "inner-unbound-prefix": data_answer("<DS><T><x:V>1</x:V></T></DS>"),
+    "inner-two-roots": data_answer("<DS/><DS/>"),
+    "inner-not-xml": data_answer("Object reference not set to an instance of an object."),
+    "inner-nested-element": data_answer("<DS><T><V><b>bold</b></V></T></DS>"),
+    "inner-text-outside-column": data_answer("<DS><T>loose text<V>1</V></T></DS>"),
+    "inner-text-in-root": data_answer("<DS>loose</DS>"),
+    "inner-duplicate-column": data_answer("<DS><T><V>1</V><V>2</V></T></DS>"),
+    "outer-wrong-root": b"<MyDataSet><Table01><A>1</A></Table01></MyDataSet>",
+    "outer-without-namespace": b"<string>&lt;DS/&gt;</string>",
+    "outer-child-element": OUTER_OPEN.encode() + b"<DS/></string>",
+    "html-page": b"<!DOCTYPE html><html><body>Server Error</body></html>",
+    "json": b'["not", "xml"]',
+    "empty": b"",
+    "whitespace": b" \r\n ",
+    "invalid-utf8": OUTER_OPEN.encode() + b"\xff\xfe</string>",
+    "junk-after-root": GETALLDATA_XML + b"<string/>",
+}
+
+
+@pytest.mark.parametrize("body", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_xml_is_refused(body: bytes) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_data_set(body)
+    assert type(info.value) is ResponseParseError
+    assert "hostile" in str(info.value) or "DTD" in str(info.value)
+    assert "lol" not in str(info.value)
+    assert "root:" not in str(info.value)  # nothing of /etc/passwd
+
+
+@pytest.mark.parametrize("body", list(BROKEN.values()), ids=list(BROKEN))
+def test_broken_answers_raise_response_parse_error(body: bytes) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_data_set(body)
+    assert type(info.value) is ResponseParseError
+    assert info.value.__cause__ is None
+
+
+def test_parse_error_names_what_was_parsed() -> None:
+    with pytest.raises(ResponseParseError, match="the GetAllData answer for map X"):
+        parse_data_set(b"<html/>", "the GetAllData answer for map X")
+
+
+# ---- DataSetParser: incremental parsing ---------------------------------------------
+
+
+def _many_rows(count: int) -> tuple[bytes, list[dict[str, str | None]]]:
+    rows: list[dict[str, str | None]] = [
+        {"No": str(i), "Name": f"Customer ü{i} & <Co>", "Note": "]]>" if i % 7 == 0 else " "}
+        for i in range(count)
+    ]
+    return data_answer(table_xml({"Row": rows})), rows
+
+
+def test_parser_fed_one_byte_at_a_time_returns_rows_as_they_complete() -> None:
+    body, expected = _many_rows(30)
+    parser = DataSetParser()
+    got: list[tuple[str, dict[str, str | None]]] = []
+    first_row_at: int | None = None
+    for i in range(len(body)):
+        ready = parser.feed(body[i : i + 1])
+        if ready and first_row_at is None:
+            first_row_at = i
+        got.extend(ready)
+    got.extend(parser.close())
+    assert [row for _, row in got] == expected
+    assert {table for table, _ in got} == {"Row"}
+    assert first_row_at is not None
+    assert first_row_at < len(body) // 10  # the first row came long before the end
+    assert list(parser.columns["Row"]) == ["No", "Name", "Note"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 64, 1 << 20])
+def test_chunking_does_not_change_the_result(size: int) -> None:
+    body, expected = _many_rows(12)
+    assert _feed_in_chunks(body, size) == expected
+    assert parse_data_set(body).rows == expected
+
+
+def test_streamed_row_holds_only_columns_seen_so_far() -> None:
+    parser = DataSetParser()
+    rows = parser.feed(data_answer("<DS><T><A>1</A></T><T><A>2</A><B>x</B></T></DS>"))
+    rows += parser.close()
+    assert [row for _, row in rows] == [{"A": "1"}, {"A": "2", "B": "x"}]
+
+
+def test_parser_close_detects_truncation() -> None:
+    parser = DataSetParser()
+    parser.feed(GETALLDATA_XML[:-20])
+    with pytest.raises(ResponseParseError):
+        parser.close()
+
+
+def _feed_in_chunks(body: bytes, size: int) -> list[dict[str, str | None]]:
+    parser = DataSetParser()
+    rows: list[dict[str, str | None]] = []
+    for i in range(0, len(body), size):
+        rows.extend(row for _, row in parser.feed(body[i : i + size]))
+    rows.extend(row for _, row in parser.close())
+    return rows
+
+
+@pytest.mark.parametrize("body", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_incremental_parser_refuses_hostile_xml(body: bytes) -> None:
+    with pytest.raises(ResponseParseError):
+        _feed_in_chunks(body, 7)
+
+
+# ---- parse_error_table --------------------------------------------------------------
+
+ERRORS_TABLE = (
+    "<DocumentElement>"
+    "<Errors><RowNumber>2</RowNumber><ColumnName>AccountNumber</ColumnName>"
+    "<Message>Customer &amp; account 'X' &lt;missing&gt;</Message></Errors>"
+    "<Errors><RowNumber>5</RowNumber><Message>Line1&#xD;\nLine2</Message></Errors>"
+    "</DocumentElement>"
+)
+ERRORS_ROWS = (
+    {
+        "RowNumber": "2",
+        "ColumnName": "AccountNumber",
+        "Message": "Customer & account 'X' <missing>",
+    },
+    {"RowNumber": "5", "ColumnName": None, "Message": "Line1\r\nLine2"},
+)
+
+
+def test_error_table_escaped() -> None:
+    assert parse_error_table(net_escape(ERRORS_TABLE)) == ERRORS_ROWS
+
+
+def test_error_table_unescaped() -> None:
+    assert parse_error_table(ERRORS_TABLE) == ERRORS_ROWS
+
+
+def test_error_table_with_whitespace_around() -> None:
+    assert parse_error_table("\r\n  " + net_escape(ERRORS_TABLE) + "\r\n") == ERRORS_ROWS
+
+
+@pytest.mark.parametrize("text", [None, "", "   ", "\r\n"])
+def test_no_error_table(text: str | None) -> None:
+    assert parse_error_table(text) == ()
+
+
+def test_empty_error_table() -> None:
+    assert parse_error_table("&lt;DocumentElement /&gt;") == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Object reference not set to an instance of an object.",
+        "&lt;DocumentElement&gt;&lt;Errors&gt;",
+        net_escape('<!DOCTYPE D [<!ENTITY a "b">]><D><E><M>&a;</M></E></D>'),
+        '<!DOCTYPE D [<!ENTITY x SYSTEM "file:///etc/passwd">]><D><E><M>&x;</M></E></D>',
+    ],
+    ids=["plain-text", "truncated", "escaped-entity", "external-entity"],
+)
+def test_bad_error_table(text: str) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_error_table(text)
+    assert type(info.value) is ResponseParseError
+
+
+# ---- building payloads --------------------------------------------------------------
+
+
+def test_data_table_exact_bytes() -> None:
+    body = build_data_table(
+        [
+            {"AccountNumber": "CUST001", "AccountName": "Purus Limited"},
+            {"AccountNumber": "CUST002", "Phone": "(303) 654-2228"},
+        ]
+    )
+    assert body == (
+        b"<RequestData>"
+        b"<Table><AccountNumber>CUST001</AccountNumber>"
+        b"<AccountName>Purus Limited</AccountName></Table>"
+        b"<Table><AccountNumber>CUST002</AccountNumber><Phone>(303) 654-2228</Phone></Table>"
+        b"</RequestData>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (0, "0"),
+        (-17, "-17"),
+        (10**30, "1" + "0" * 30),
+        (1.5, "1.5"),
+        (-0.25, "-0.25"),
+        (Decimal("1E+2"), "100"),
+        (Decimal("0.10"), "0.10"),
+        (Decimal("-1.5E-3"), "-0.0015"),
+        (Decimal("12345678901234567890.123"), "12345678901234567890.123"),
+        (date(2024, 2, 29), "2024-02-29"),
+        (datetime(2024, 2, 29, 13, 45, 5), "2024-02-29T13:45:05"),
+        (
+            datetime(2024, 2, 29, 13, 45, 5, 120000, tzinfo=timezone.utc),
+            "2024-02-29T13:45:05.120000+00:00",
+        ),
+        ("", ""),
+        ("a&b<c>d", "a&amp;b&lt;c&gt;d"),
+        ("x]]>y", "x]]&gt;y"),
+        ("line1\r\nline2\r", "line1&#xD;\nline2&#xD;"),
+        ("  padded\t", "  padded\t"),
+        ("Müller ✓ 😀", "Müller ✓ 😀"),
+    ],
+)
+def test_value_conversions(value: object, text: str) -> None:
+    body = build_data_table([{"V": value}])
+    assert body == f"<RequestData><Table><V>{text}</V></Table></RequestData>".encode()
+
+
+def test_none_omits_the_element() -> None:
+    body = build_data_table([{"A": "1", "B": None, "C": "3"}, {"A": None}])
+    assert body == b"<RequestData><Table><A>1</A><C>3</C></Table><Table></Table></RequestData>"
+
+
+def test_rows_from_a_generator() -> None:
+    def rows() -> Iterator[Mapping[str, object]]:
+        yield {"A": 1}
+        yield {"A": 2}
+
+    assert build_data_table(rows()) == (
+        b"<RequestData><Table><A>1</A></Table><Table><A>2</A></Table></RequestData>"
+    )
+
+
+@pytest.mark.parametrize("name", ["1abc", "a b", "", "x:y", "-a", ".a", "a/b", "a\x00", "é\u037e"])
+def test_invalid_column_name(name: str) -> None:
+    rows = [{"Good": "1"}, {"Good": "2", name: "v"}]
+    with pytest.raises(ValueError, match=re.escape(f"rows[1]: column name {name!r}")):
+        build_data_table(rows)
+    with pytest.raises(ValueError, match=re.escape(f"rows[1]: column name {name!r}")):
+        build_xml_request(rows)
+
+
+def test_non_string_column_name() -> None:
+    with pytest.raises((TypeError, ValueError), match=re.escape("rows[0]")):
+        build_data_table([{5: "v"}])  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("name", ["_a", "Ä", "a-b.c_1", "xmlish", "日本"])
+def test_valid_unusual_column_names(name: str) -> None:
+    assert build_data_table([{name: "v"}]) == (
+        f"<RequestData><Table><{name}>v</{name}></Table></RequestData>".encode()
+    )
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x0b", "\x0c", "\x1f", "\ufffe", "\uffff", "\ud800"])
+def test_forbidden_characters(char: str) -> None:
+    rows = [{"A": "ok"}, {"A": "ok", "Bad": f"before{char}after"}]
+    with pytest.raises(ValueError, match=re.escape("rows[1], column 'Bad'")) as info:
+        build_data_table(rows)
+    assert f"U+{ord(char):04X}" in str(info.value)
+    with pytest.raises(ValueError, match=re.escape("rows[1], column 'Bad'")):
+        build_xml_request(rows)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, math.inf, -math.inf, Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")],
+)
+def test_non_finite_numbers(value: object) -> None:
+    with pytest.raises(ValueError, match=re.escape("rows[2], column 'Amount'")):
+        build_data_table([{"Amount": 1}, {"Amount": 2}, {"Amount": value}])
+
+
+@pytest.mark.parametrize(
+    "value", [1j, object(), b"bytes", ["list"], {"a": 1}, timedelta(days=1)], ids=repr
+)
+def test_unsupported_types(value: object) -> None:
+    with pytest.raises(TypeError, match=re.escape("rows[0], column 'X'")) as info:
+        build_data_table([{"X": value}])
+    assert type(value).__name__ in str(info.value)
+
+
+@pytest.mark.parametrize("rows", [[], (), iter([])], ids=["list", "tuple", "iterator"])
+def test_empty_rows(rows: Any) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        build_data_table(rows)
+    with pytest.raises(ValueError, match="empty"):
+        build_xml_request([])
+
+
+@pytest.mark.parametrize("rows", ["abc", b"abc", {"A": "1"}], ids=["str", "bytes", "mapping"])
+def test_rows_must_be_an_iterable_of_mappings(rows: Any) -> None:
+    with pytest.raises(TypeError, match="iterable of mappings"):
+        build_data_table(rows)
+
+
+def test_row_that_is_not_a_mapping() -> None:
+    with pytest.raises(TypeError, match=re.escape("rows[1] is a list")):
+        build_data_table([{"A": "1"}, ["A", "1"]])  # type: ignore[list-item]
+
+
+def test_xml_request_exact_bytes() -> None:
+    body = build_xml_request([{"A": "x<&\r]]>", "B": 1, "C": None}])
+    assert body == (
+        b"<RequestData><Variables/><Xml>"
+        b"&lt;DataSet&gt;&lt;Table&gt;"
+        b"&lt;A&gt;x&amp;lt;&amp;amp;&amp;#xD;]]&amp;gt;&lt;/A&gt;"
+        b"&lt;B&gt;1&lt;/B&gt;"
+        b"&lt;/Table&gt;&lt;/DataSet&gt;"
+        b"</Xml></RequestData>"
+    )
+
+
+# ---- round trips (hypothesis) -------------------------------------------------------
+
+
+def _xml_char(c: str) -> bool:
+    o = ord(c)
+    return o in (0x9, 0xA, 0xD) or 0x20 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD or o >= 0x10000
+
+
+# Any valid XML text, with the fragments that are hard to carry drawn often.
+TRICKY = ["]]>", "]]", "&", "&amp;", "<", ">", "\r", "\r\n", "\n", "\t", " ", "  ", "&#xD;"]
+xml_text = st.lists(
+    st.sampled_from(TRICKY) | st.characters(codec="utf-8").filter(_xml_char), max_size=25
+).map("".join)
+xml_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,12}", fullmatch=True)
+rows_strategy = st.lists(
+    st.dictionaries(xml_names, xml_text | st.none(), min_size=0, max_size=6),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _defused_rows(container: Any) -> list[dict[str, str]]:
+    return [{cell.tag: cell.text or "" for cell in row} for row in container]
+
+
+def _expected(rows: list[dict[str, str | None]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if v is not None} for row in rows]
+
+
+@settings(deadline=None)
+@given(rows_strategy)
+def test_data_table_round_trip(rows: list[dict[str, str | None]]) -> None:
+    root = DET.fromstring(build_data_table(rows))
+    assert root.tag == "RequestData"
+    assert all(child.tag == "Table" for child in root)
+    assert _defused_rows(root) == _expected(rows)
+
+
+@settings(deadline=None)
+@given(rows_strategy)
+def test_xml_request_round_trip(rows: list[dict[str, str | None]]) -> None:
+    root = DET.fromstring(build_xml_request(rows))
+    assert [child.tag for child in root] == ["Variables", "Xml"]
+    inner = root.find("Xml")
+    assert inner is not None
+    assert inner.text is not None
+    data_set = DET.fromstring(inner.text.encode())
+    assert data_set.tag == "DataSet"
+    assert _defused_rows(data_set) == _expected(rows)
+
+
+@settings(deadline=None)
+@given(xml_text)
+@example("]]>")
+@example(" a & b <c> ]]> \r\n\t ")
+@example("\r")
+def test_escape_text_round_trip(text: str) -> None:
+    escaped = escape_text(text)
+    assert "<" not in escaped
+    assert "\r" not in escaped
+    assert (DET.fromstring(f"<a>{escaped}</a>".encode()).text or "") == text
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(xml_text.filter(lambda s: "\r" not in s), xml_text), max_size=5))
+def test_data_answer_round_trip(pairs: list[tuple[str, str]]) -> None:
+    # Values in CDATA cannot carry a carriage return (XML turns it into a line feed), so
+    # CDATA values here have none; values written as escaped text may have any.
+    rows: list[dict[str, str | None]] = [{"C": c, "E": e} for c, e in pairs]
+    parts = ["<DS>\r\n"]
+    for c, e in pairs:
+        cdata = "<![CDATA[" + c.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+        parts.append(f"  <T>\r\n    <C>{cdata}</C>\r\n    <E>{escape_text(e)}</E>\r\n  </T>\r\n")
+    parts.append("</DS>")
+    assert parse_data_set(data_answer("".join(parts))).rows == rows
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers() | st.booleans() | st.decimals(allow_nan=False, allow_infinity=False)))
+def test_numbers_render_exactly(values: list[int | bool | Decimal]) -> None:
+    if not values:
+        return
+    root = DET.fromstring(build_data_table([{"V": v} for v in values]))
+    texts = [row.find("V").text for row in root]  # type: ignore[union-attr]
+    for value, text in zip(values, texts, strict=True):
+        assert text is not None
+        if isinstance(value, bool):
+            assert text == ("true" if value else "false")
+        elif isinstance(value, int):
+            assert int(text) == value
+        else:
+            assert Decimal(text) == value
+            assert "E" not in text.upper()
