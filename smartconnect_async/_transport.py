@@ -171,6 +171,7 @@ class Transport:
         self.max_retries = max_retries
         self.rate_gate = RateGate()
         self.run_slots = RunSlots(max_concurrent_runs)
+        self._quoted: dict[str, str] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -180,6 +181,7 @@ class Transport:
         """Close the connection pool. Calls made afterwards raise ``ClientClosedError``."""
         if not self.closed:
             self.closed = True
+            self._quoted.clear()
             await self.backend.aclose()
 
     async def token(self, principal: Principal, *, force_refresh: bool = False) -> Token:
@@ -266,11 +268,22 @@ class Transport:
         secrets = principal.secrets if principal is not None else ()
         return (*secrets, token.value) if token is not None else secrets
 
+    def _quote(self, value: str) -> str:
+        """``value`` percent-encoded for a query string (``+ / =`` included). Remembered:
+        the same token and map keys go out on every call, and quoting goes character by
+        character."""
+        quoted = self._quoted.get(value)
+        if quoted is None:
+            if len(self._quoted) >= 4096:
+                self._quoted.clear()
+            quoted = self._quoted[value] = quote(value, safe="")
+        return quoted
+
     def _request(self, call: Call[T], token: Token | None, timeout: Timeout) -> BackendRequest:
         query = call.query if token is None else (("token", token.value), *call.query)
         url = f"{self.api_url}/{call.endpoint}"
         if query:
-            url += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
+            url += "?" + "&".join(f"{k}={self._quote(v)}" for k, v in query)
         headers = {"Accept": call.accept, "User-Agent": _USER_AGENT}
         if call.content_type is not None:
             headers["Content-Type"] = call.content_type
