@@ -34,21 +34,36 @@ def json_list(body: bytes, what: str) -> list[dict[str, Any]]:
     return value
 
 
-def field(obj: dict[str, Any], name: str, kind: type[T], what: str, default: Any = ...) -> T:
-    """``obj[name]`` checked to be a ``kind``; ``default`` when missing or null, if given."""
+def field(
+    obj: dict[str, Any],
+    name: str,
+    kind: type[T],
+    what: str,
+    index: int | None = None,
+    *,
+    default: Any = ...,
+) -> T:
+    """``obj[name]`` checked to be a ``kind``; ``default`` when missing or null, if given.
+
+    ``obj`` is ``what`` (item ``index`` of it, when given): the message of the error names
+    it, and is only built when there is an error.
+    """
     value = obj.get(name)
+    if type(value) is kind:
+        return value
+    if value is None and default is not ...:
+        return default  # type: ignore[no-any-return]
+    where = what if index is None else f"{what}[{index}]"
     if value is None:
-        if default is not ...:
-            return default  # type: ignore[no-any-return]
-        raise ResponseParseError(f"{what} has no {name!r}")
+        raise ResponseParseError(f"{where} has no {name!r}")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)  # type: ignore[return-value]
         if isinstance(value, float) and value.is_integer():
             return int(value)  # type: ignore[return-value]
-        raise ResponseParseError(f"{what}: {name!r} is {value!r}, not a whole number")
+        raise ResponseParseError(f"{where}: {name!r} is {value!r}, not a whole number")
     if not isinstance(value, kind):
-        raise ResponseParseError(f"{what}: {name!r} is {value!r}, not a {kind.__name__}")
+        raise ResponseParseError(f"{where}: {name!r} is {value!r}, not a {kind.__name__}")
     return value
 
 

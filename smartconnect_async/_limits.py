@@ -76,7 +76,16 @@ class RunSlots:
         self._slots: dict[Hashable, anyio.Semaphore] = {}
 
     def for_key(self, key: Hashable) -> anyio.Semaphore:
+        """The semaphore of ``key`` (a company)."""
         slots = self._slots.get(key)
         if slots is None:
             slots = self._slots[key] = anyio.Semaphore(self.limit)
         return slots
+
+    @staticmethod
+    async def acquire(slots: anyio.Semaphore) -> None:
+        """Take a slot: at once when one is free (no scheduling round trip), else wait."""
+        try:
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await slots.acquire()

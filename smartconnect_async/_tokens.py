@@ -124,7 +124,7 @@ def make_token(value: str, *, company_id: str, email: str, obtained_at: datetime
     )
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class TokenKey:
     """What a token is cached under: the API Url, the company and the user.
 

@@ -197,8 +197,7 @@ class Transport:
         max_retries: int | None = None,
     ) -> T:
         """Make ``call`` and return its parsed answer."""
-        async with AsyncExitStack() as stack:
-            opened = await self._open(call, principal, stack, timeout, max_retries, read_body=True)
+        opened = await self._open(call, principal, None, timeout, max_retries)
         body = opened.body
         assert body is not None
         secrets = self._secrets(principal, opened.token)
@@ -238,7 +237,7 @@ class Transport:
         """Make ``call`` and give its body as a byte stream. Failures before the body
         starts are retried like any call; a failure while streaming is raised."""
         async with AsyncExitStack() as stack:
-            opened = await self._open(call, principal, stack, timeout, max_retries, read_body=False)
+            opened = await self._open(call, principal, stack, timeout, max_retries)
             response = opened.response
             if "html" in response.headers.get("content-type", "").lower():
                 body = await response.read()
@@ -293,14 +292,13 @@ class Transport:
         self,
         call: Call[T],
         principal: Principal | None,
-        stack: AsyncExitStack,
+        keep: AsyncExitStack | None,
         timeout: Timeout | float | None,
         max_retries: int | None,
-        *,
-        read_body: bool,
     ) -> _Opened:
-        """Send ``call`` until it succeeds or fails for good; return the successful answer
-        (kept open on ``stack``), with its body when ``read_body``."""
+        """Send ``call`` until it succeeds or fails for good. Return the successful
+        answer: with its body read (and the connection released) when ``keep`` is
+        ``None``, else unread and kept open on ``keep``."""
         limits = self.timeout if timeout is None else Timeout.of(timeout)
         retries_allowed = self.max_retries if max_retries is None else max_retries
         if retries_allowed < 0:
@@ -320,32 +318,47 @@ class Transport:
             request = self._request(call, token, limits)
             gate_key = principal.key if principal is not None else self.api_url
             await self.rate_gate.wait(gate_key)
+            slot = None
+            if call.is_run and principal is not None:
+                slot = self.run_slots.for_key(principal.key.company_id)
+                await self.run_slots.acquire(slot)
             sent_at = _utc_now()
             started = time.perf_counter()
             status: int | None = None
             request_id: str | None = None
             error: SmartConnectError
             try:
-                async with AsyncExitStack() as attempt_stack:
-                    if call.is_run and principal is not None:
-                        slots = self.run_slots.for_key(principal.key.company_id)
-                        await attempt_stack.enter_async_context(slots)
-                        sent_at = _utc_now()
-                    response = await attempt_stack.enter_async_context(self.backend.send(request))
-                    status = response.status
-                    request_id = response.headers.get("x-request-id")
-                    self.rate_gate.observe(gate_key, status, response.headers)
-                    if 200 <= status < 300:
-                        body = await response.read() if read_body else None
-                        self._log_attempt(call, attempt, status, started, request_id)
-                        stack.push_async_exit(attempt_stack.pop_all())
-                        return _Opened(response, body, token, sent_at, attempt)
-                    body = await response.read()
-                    error = self._status_error(
-                        call, response, body, principal, token, sent_at, attempt
+                if keep is None:
+                    async with self.backend.send(request) as response:
+                        status = response.status
+                        request_id = response.headers.get("x-request-id")
+                        self.rate_gate.observe(gate_key, status, response.headers)
+                        body = await response.read()
+                else:
+                    attempt_stack = AsyncExitStack()
+                    async with attempt_stack:
+                        response = await attempt_stack.enter_async_context(
+                            self.backend.send(request)
+                        )
+                        status = response.status
+                        request_id = response.headers.get("x-request-id")
+                        self.rate_gate.observe(gate_key, status, response.headers)
+                        if 200 <= status < 300:
+                            keep.push_async_exit(attempt_stack.pop_all())
+                            body = b""
+                        else:
+                            body = await response.read()
+                if 200 <= status < 300:
+                    self._log_attempt(call, attempt, status, started, request_id)
+                    return _Opened(
+                        response, body if keep is None else None, token, sent_at, attempt
                     )
+                error = self._status_error(call, response, body, principal, token, sent_at, attempt)
             except BackendFailure as failure:
                 error = self._failure_error(call, failure, principal, token, sent_at, attempt)
+            finally:
+                if slot is not None:
+                    slot.release()
             self._log_attempt(call, attempt, status, started, request_id, error)
 
             if isinstance(error, AuthenticationError) and token is not None:

@@ -156,12 +156,8 @@ def _make_backend(
     if name == "aiohttp":
         if http_client is not None:
             raise ValueError("http_client is an httpx client: it cannot go with backend='aiohttp'")
-        try:
-            from ._aiohttp import AiohttpBackend
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "backend='aiohttp' needs aiohttp: pip install 'smartconnect-async[aiohttp]'"
-            ) from exc
+        from ._aiohttp import AiohttpBackend
+
         return AiohttpBackend(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
     return HttpxBackend(
         http_client, max_connections=max_connections, keepalive_expiry=keepalive_expiry

@@ -31,9 +31,9 @@ def parse_map_list(body: bytes) -> list[MapInfo]:
     what = "the GetMapList answer"
     return [
         MapInfo(
-            key=field(item, "MapKey", str, f"{what}[{i}]"),
-            id=field(item, "MapId", str, f"{what}[{i}]"),
-            description=field(item, "MapDescription", str, f"{what}[{i}]", default=""),
+            key=field(item, "MapKey", str, what, i),
+            id=field(item, "MapId", str, what, i),
+            description=field(item, "MapDescription", str, what, i, default=""),
         )
         for i, item in enumerate(json_list(body, what))
     ]
@@ -43,8 +43,8 @@ def parse_columns(body: bytes, what: str = "the column list") -> list[Column]:
     """A GetMapColumns or GetMappedMapColumns answer."""
     return [
         Column(
-            name=field(item, "ColumnName", str, f"{what}[{i}]"),
-            required=field(item, "IsRequired", bool, f"{what}[{i}]", default=False),
+            name=field(item, "ColumnName", str, what, i),
+            required=field(item, "IsRequired", bool, what, i, default=False),
         )
         for i, item in enumerate(json_list(body, what))
     ]

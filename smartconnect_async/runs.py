@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from ._batch import gather_outcomes
 from ._json import field, load, variables_body
 from ._transport import JSON, XML, Call
@@ -157,10 +155,11 @@ class Runs:
         max_retries: int | None = None,
     ) -> RunResult:
         """Run ``map`` over its own data source, with global ``variables`` if given."""
-        call = run_call("", variables)  # bad variables fail here, before any I/O
+        if variables:
+            variables_body(variables)  # bad variables fail here, before any I/O
         key = await self._session.map_key(map)
         return await self._session.call(
-            _addressed(call, key), timeout=timeout, max_retries=max_retries
+            run_call(key, variables), timeout=timeout, max_retries=max_retries
         )
 
     async def run_data_table(
@@ -222,9 +221,3 @@ class Runs:
             return await self.run_data_table(item.map, item.rows, item.with_errors, **options)
 
         return await gather_outcomes(list(items), one, concurrency=concurrency, on_result=on_result)
-
-
-def _addressed(call: Call[RunResult], map_key: str) -> Call[RunResult]:
-    """``call`` sent for ``map_key``: calls are built, and their input checked, before
-    the map is looked up."""
-    return attrs.evolve(call, query=(("mapKey", map_key),), map_key=map_key)
