@@ -219,15 +219,15 @@ def keyring_password(email: str) -> str | None:
     """The password saved in the OS keyring for ``email`` (service "smartconnect-async"),
     or ``None`` when ``keyring`` is not installed, has no usable backend or holds none."""
     try:
-        import keyring
+        import keyring  # type: ignore[import-not-found, unused-ignore]  # an optional extra
     except ImportError:
         return None
     try:
-        password = keyring.get_password(KEYRING_SERVICE, email)
+        password: object = keyring.get_password(KEYRING_SERVICE, email)
     except Exception as exc:  # any backend failure just means "no password there"
         logger.debug("the OS keyring could not be read (%s)", type(exc).__name__)
         return None
-    return password or None
+    return password if isinstance(password, str) and password else None
 
 
 def environment_password(environ: Mapping[str, str] = os.environ) -> str | None:
