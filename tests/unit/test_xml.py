@@ -23,7 +23,7 @@ from unit_support import (
     table_xml,
 )
 
-from smartconnect_async import DataSet, ResponseParseError
+from smartconnect_async import DataSet, ResponseParseError, Row
 from smartconnect_async._xml import (
     DataSetParser,
     build_data_table,
@@ -607,3 +607,116 @@ def test_numbers_render_exactly(values: list[int | bool | Decimal]) -> None:
         else:
             assert Decimal(text) == value
             assert "E" not in text.upper()
+
+
+# ---- the outer text fast path agrees with a full defusedxml parse -------------------
+
+_PIECES = ["a", "&", "<", ">", "]]>", "\r", "\n", "\r\n", " ", "é", "😀", "&amp;", ";", '"', "'"]
+_OUTER_FORMS = {
+    "&": ["&amp;"],
+    "<": ["&lt;", "&#60;", "&#x3C;"],
+    ">": ["&gt;", ">"],
+    "\r": ["&#xD;", "&#13;", "&#xd;"],
+    '"': ['"', "&quot;"],
+    "'": ["'", "&apos;"],
+}
+
+
+def _reference_rows(body: bytes) -> list[tuple[str, dict[str, str]]] | None:
+    """Rows by two full defusedxml parses (outer, then inner); None if either fails."""
+    from defusedxml.ElementTree import fromstring
+
+    try:
+        inner = (fromstring(body).text or "").lstrip()
+        if inner.startswith("<?xml"):
+            inner = inner[inner.index("?>") + 2 :]
+        root = fromstring(inner)
+    except Exception:
+        return None
+    return [(row.tag, {col.tag: col.text or "" for col in row}) for row in root]
+
+
+def _parsed_rows(pieces: list[bytes]) -> list[tuple[str, dict[str, str]]] | None:
+    parser = DataSetParser()
+    rows: list[tuple[str, Row]] = []
+    try:
+        for piece in pieces:
+            rows += parser.feed(piece)
+        rows += parser.close()
+    except ResponseParseError:
+        return None
+    return [(t, {k: v for k, v in row.items() if v is not None}) for t, row in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_streamed_parse_matches_full_defusedxml_parse(data: st.DataObject) -> None:
+    values = st.lists(st.sampled_from(_PIECES), max_size=6).map("".join)
+    rows = data.draw(
+        st.lists(st.dictionaries(st.sampled_from(["A", "B", "C"]), values), max_size=4)
+    )
+    cdata = data.draw(st.booleans())
+
+    def cell(value: str) -> str:
+        if cdata:
+            return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    inner = (
+        "<DS>\r\n"
+        + "".join(
+            "  <T>" + "".join(f"<{k}>{cell(v)}</{k}>" for k, v in row.items()) + "</T>\r\n"
+            for row in rows
+        )
+        + "</DS>"
+    )
+    escaped = "".join(
+        data.draw(st.sampled_from(_OUTER_FORMS[ch])) if ch in _OUTER_FORMS else ch for ch in inner
+    )
+    wrapper = data.draw(st.sampled_from(["plain", "declaration", "comment", "cdata"]))
+    open_tag = f'<string xmlns="{SERIALIZATION_NS}">'
+    if wrapper == "cdata":
+        text = f"{open_tag}<![CDATA[{inner}]]></string>"
+    elif wrapper == "comment":
+        half = len(escaped) // 2
+        text = f"{open_tag}{escaped[:half]}<!-- c -->{escaped[half:]}</string>"
+    elif wrapper == "declaration":
+        text = f'<?xml version="1.0" encoding="utf-8"?>\n{open_tag}{escaped}</string>\n'
+    else:
+        text = f"{open_tag}{escaped}</string>"
+    body = text.encode()
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(body) - 1)), max_size=8)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    expected = _reference_rows(body)
+    assert _parsed_rows([body]) == expected
+    assert _parsed_rows(pieces) == expected
+
+
+@pytest.mark.parametrize("cut", [1, 2])
+def test_literal_cdata_end_in_outer_text_is_refused_across_chunks(cut: int) -> None:
+    # "]]>" may not stand literally in XML text, even when it arrives split in two.
+    inner = "&lt;DS&gt;&lt;T&gt;&lt;V&gt;x]]>y&lt;/V&gt;&lt;/T&gt;&lt;/DS&gt;"
+    body = f"{OUTER_OPEN}{inner}</string>".encode()
+    at = body.index(b"]]>") + cut
+
+    def parse_in_two() -> None:
+        parser = DataSetParser()
+        parser.feed(body[:at])
+        parser.feed(body[at:])
+        parser.close()
+
+    assert _reference_rows(body) is None
+    with pytest.raises(ResponseParseError, match=r"\]\]>"):
+        parse_in_two()
+
+
+def test_reference_split_across_chunks_is_resolved() -> None:
+    # &#xD;&#xA; in the outer text is a CR LF in the inner document's text, which its
+    # parser reads as one LF; &amp;#xD; is a character reference there: a CR kept.
+    inner = "&lt;DS&gt;&lt;T&gt;&lt;V&gt;a&amp;amp;b&#xD;&#xA;c&amp;#xD;&lt;/V&gt;&lt;/T&gt;"
+    body = f"{OUTER_OPEN}{inner}&lt;/DS&gt;</string>".encode()
+    expected = [("T", {"V": "a&b\nc\r"})]
+    assert _reference_rows(body) == expected
+    for at in range(1, len(body)):
+        parser = DataSetParser()
+        assert [*parser.feed(body[:at]), *parser.feed(body[at:]), *parser.close()] == expected
