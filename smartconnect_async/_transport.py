@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timezone
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -51,6 +51,16 @@ _USER_AGENT = "smartconnect-async/0.1.0"
 _EXCERPT = 200
 
 
+class Incremental(Protocol[T_co]):
+    """A parser fed an answer's body chunk by chunk as it arrives."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def close(self) -> T_co:
+        """The end of the body: the result."""
+        ...
+
+
 @attrs.frozen
 class Call(Generic[T_co]):
     """One API call, as an endpoint module declares it: no I/O, just what to send and how
@@ -58,8 +68,10 @@ class Call(Generic[T_co]):
 
     ``idempotent=False`` marks a call that must never be sent twice once it may have
     reached the server (runs, SaveProcessErrors). ``parse`` turns the body of a successful
-    answer into the result and raises ``ResponseParseError`` when it cannot. ``is_run``
-    calls take one of the company's run slots while they are in flight.
+    answer into the result and raises ``ResponseParseError`` when it cannot; when
+    ``incremental`` is given, it makes a parser that is fed the body as it streams in
+    instead (large answers are then never held whole). ``is_run`` calls take one of the
+    company's run slots while they are in flight.
     """
 
     endpoint: str
@@ -73,6 +85,7 @@ class Call(Generic[T_co]):
     refresh_on_401: bool = True
     map_key: str | None = None
     is_run: bool = False
+    incremental: Callable[[], Incremental[T_co]] | None = None
 
 
 @attrs.frozen
@@ -98,6 +111,7 @@ class _Opened:
     token: Token | None
     sent_at: datetime
     attempt: int
+    result: object = None  # what an incremental parser made of the body
 
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
@@ -198,6 +212,8 @@ class Transport:
     ) -> T:
         """Make ``call`` and return its parsed answer."""
         opened = await self._open(call, principal, None, timeout, max_retries)
+        if opened.body is None:
+            return opened.result  # type: ignore[return-value]
         body = opened.body
         assert body is not None
         secrets = self._secrets(principal, opened.token)
@@ -333,6 +349,14 @@ class Transport:
                         status = response.status
                         request_id = response.headers.get("x-request-id")
                         self.rate_gate.observe(gate_key, status, response.headers)
+                        if (
+                            call.incremental is not None
+                            and 200 <= status < 300
+                            and "html" not in response.headers.get("content-type", "").lower()
+                        ):
+                            result = await self._consume(call, response, principal, token)
+                            self._log_attempt(call, attempt, status, started, request_id)
+                            return _Opened(response, None, token, sent_at, attempt, result)
                         body = await response.read()
                 else:
                     attempt_stack = AsyncExitStack()
@@ -381,6 +405,27 @@ class Transport:
                 error,
             )
             await anyio.sleep(delay)
+
+    async def _consume(
+        self,
+        call: Call[T],
+        response: BackendResponse,
+        principal: Principal | None,
+        token: Token | None,
+    ) -> T:
+        """Feed the body to the call's incremental parser as it arrives."""
+        assert call.incremental is not None
+        consumer = call.incremental()
+        try:
+            async for chunk in response.iter_bytes():
+                consumer.feed(chunk)
+            return consumer.close()
+        except ResponseParseError as exc:
+            raise ResponseParseError(
+                redact(f"{call.endpoint}: {exc}", self._secrets(principal, token)),
+                endpoint=call.endpoint,
+                request_id=response.headers.get("x-request-id"),
+            ) from None
 
     def _log_attempt(
         self,

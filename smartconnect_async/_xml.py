@@ -9,7 +9,6 @@ parser, so rows are built at expat speed while answers stream in.
 from __future__ import annotations
 
 import html
-import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +24,7 @@ from .exceptions import ResponseParseError
 from .models import DataSet, Row
 
 __all__ = [
+    "DataSetCollector",
     "DataSetParser",
     "build_data_table",
     "build_xml_request",
@@ -425,20 +425,38 @@ def _complete(tables: dict[str, list[Row]], columns: Mapping[str, Iterable[str]]
                 rows[index] = {name: row.get(name) for name in names}
 
 
+class DataSetCollector:
+    """Builds a whole ``DataSet`` from an answer fed chunk by chunk (the answer itself is
+    never held whole)."""
+
+    def __init__(self, what: str = "the data answer") -> None:
+        self._parser = DataSetParser(what)
+        self._tables: dict[str, list[Row]] = {}
+
+    def _add(self, rows: list[tuple[str, Row]]) -> None:
+        tables = self._tables
+        for table, row in rows:
+            found = tables.get(table)
+            if found is None:
+                found = tables[table] = []
+            found.append(row)
+
+    def feed(self, chunk: bytes) -> None:
+        self._add(self._parser.feed(chunk))
+
+    def close(self) -> DataSet:
+        self._add(self._parser.close())
+        _complete(self._tables, self._parser.columns)
+        return DataSet(tables=self._tables)
+
+
 def parse_data_set(body: bytes, what: str = "the data answer") -> DataSet:
     """A whole GetAllData answer as a ``DataSet``."""
-    parser = DataSetParser(what)
-    tables: dict[str, list[Row]] = {}
+    collector = DataSetCollector(what)
     step = 1 << 20  # slices bound the copies the text fast path makes
-    pieces = [parser.feed(body[i : i + step]) for i in range(0, len(body), step)]
-    pieces.append(parser.close())
-    for table, row in itertools.chain.from_iterable(pieces):
-        rows = tables.get(table)
-        if rows is None:
-            rows = tables[table] = []
-        rows.append(row)
-    _complete(tables, parser.columns)
-    return DataSet(tables=tables)
+    for start in range(0, len(body), step):
+        collector.feed(body[start : start + step])
+    return collector.close()
 
 
 def parse_error_table(text: str | None, what: str = "the run's error table") -> tuple[Row, ...]:

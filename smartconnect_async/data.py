@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._batch import gather_outcomes
 from ._json import variables_body
 from ._transport import JSON, XML, Call
-from ._xml import parse_data_set
+from ._xml import DataSetCollector, parse_data_set
 from .models import DataRequest, DataSet, Row, Timeout
 
 if TYPE_CHECKING:
@@ -21,24 +21,17 @@ __all__ = ["Data", "RowStream", "data_call"]
 
 def data_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[DataSet]:
     """``GetAllData``, or ``GetAllDataWithVariables`` when there are variables."""
-    query = (("mapKey", map_key),)
-    if variables:
-        endpoint = "GetAllDataWithVariables"
-        return Call(
-            endpoint,
-            lambda body: parse_data_set(body, f"the {endpoint} answer for map {map_key}"),
-            query=query,
-            body=variables_body(variables),
-            content_type=JSON,
-            accept=XML,
-            map_key=map_key,
-        )
+    endpoint = "GetAllDataWithVariables" if variables else "GetAllData"
+    what = f"the {endpoint} answer for map {map_key}"
     return Call(
-        "GetAllData",
-        lambda body: parse_data_set(body, f"the GetAllData answer for map {map_key}"),
-        query=query,
+        endpoint,
+        lambda body: parse_data_set(body, what),
+        query=(("mapKey", map_key),),
+        body=variables_body(variables) if variables else None,
+        content_type=JSON if variables else None,
         accept=XML,
         map_key=map_key,
+        incremental=lambda: DataSetCollector(what),
     )
 
 
