@@ -184,19 +184,30 @@ class MemoryTokenStore:
 Fetch = Callable[[], Awaitable[Token]]
 
 
+class _Flight:
+    """One fetch of a token, awaited by every caller that needs it meanwhile."""
+
+    __slots__ = ("done", "error", "token")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.token: Token | None = None
+        self.error: Exception | None = None
+
+
 class TokenCache:
     """Tokens per ``TokenKey``, fetched once however many callers ask at the same time.
 
     - No token, or one about to expire (``MANDATORY_REFRESH``): every caller waits for
-      one fetch.
+      one fetch, and all of them wake together when it is done.
     - Inside the refresh margin (default one day before expiry): one caller refreshes,
       the others keep using the still valid token; a failed early refresh is logged,
       not raised.
     - ``invalidate`` drops a token only if it is still the stored one, so a burst of
       401s for one stale token makes one new token, not one per caller.
 
-    A refresh that is cancelled or fails leaves the store as it was: the next caller
-    fetches again.
+    A fetch that fails fails every caller waiting for it (none of them fetches again);
+    one that is cancelled leaves the store as it was, and a waiting caller fetches.
     """
 
     def __init__(
@@ -212,6 +223,7 @@ class TokenCache:
         self.refresh_margin = refresh_margin
         self.clock = clock
         self._locks: dict[TokenKey, anyio.Lock] = {}
+        self._flights: dict[TokenKey, _Flight] = {}
 
     def __repr__(self) -> str:
         return f"TokenCache(store={self.store!r}, refresh_margin={self.refresh_margin})"
@@ -239,44 +251,65 @@ class TokenCache:
             if self._fresh(token, MANDATORY_REFRESH):
                 assert token is not None
                 return await self._refresh_early(key, token, fetch)
-        stale = token
-        async with self._lock(key):
-            token = await self.store.get(key)
-            if token is not None and token != stale and self._fresh(token, MANDATORY_REFRESH):
-                return token  # another caller refreshed while this one waited
-            if not force_refresh and self._fresh(token, self.refresh_margin):
-                assert token is not None
-                return token
-            return await self._fetch_and_store(key, fetch)
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+                return await self._lead(key, fetch, flight, token, force_refresh)
+            await flight.done.wait()
+            if flight.token is not None:
+                return flight.token
+            if flight.error is not None:
+                raise flight.error
+            # That fetch was cancelled: fetch again (this caller may lead it).
 
-    async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
-        lock = self._lock(key)
-        try:
-            lock.acquire_nowait()
-        except anyio.WouldBlock:
-            return token  # someone else is refreshing; this token is still good
+    async def _lead(
+        self,
+        key: TokenKey,
+        fetch: Fetch,
+        flight: _Flight,
+        seen: Token | None,
+        force_refresh: bool,
+    ) -> Token:
+        """Fetch and store a token for every caller waiting on ``flight``, unless the
+        store already holds a newer one than ``seen`` (or, without ``force_refresh``, a
+        fresh one)."""
         try:
             current = await self.store.get(key)
-            if current is not None and current != token:
-                return current
-            try:
-                return await self._fetch_and_store(key, fetch)
-            except Exception as exc:
-                logger.warning(
-                    "early token refresh failed for company %s (%s); "
-                    "the current token stays in use until %s",
-                    key.company_id,
-                    type(exc).__name__,
-                    token.expires_at.isoformat(),
-                )
-                return token
+            if current is not None and current != seen and self._fresh(current, MANDATORY_REFRESH):
+                token = current  # refreshed by someone else since this caller looked
+            elif not force_refresh and self._fresh(current, self.refresh_margin):
+                assert current is not None
+                token = current
+            else:
+                token = await fetch()
+                async with self._lock(key):
+                    await self.store.set(key, token)
+            flight.token = token
+            return token
+        except Exception as exc:
+            flight.error = exc
+            raise
         finally:
-            lock.release()
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
 
-    async def _fetch_and_store(self, key: TokenKey, fetch: Fetch) -> Token:
-        token = await fetch()
-        await self.store.set(key, token)
-        return token
+    async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
+        if key in self._flights:
+            return token  # someone else is refreshing; this token is still good
+        flight = self._flights[key] = _Flight()
+        try:
+            return await self._lead(key, fetch, flight, token, False)
+        except Exception as exc:
+            logger.warning(
+                "early token refresh failed for company %s (%s); "
+                "the current token stays in use until %s",
+                key.company_id,
+                type(exc).__name__,
+                token.expires_at.isoformat(),
+            )
+            return token
 
     async def invalidate(self, key: TokenKey, failed: Token) -> None:
         """Forget ``failed`` (a token the server refused) unless it was already replaced."""

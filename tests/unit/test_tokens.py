@@ -433,6 +433,57 @@ async def test_failed_fetch_raises_to_waiters_and_next_caller_retries() -> None:
 
 
 @pytest.mark.anyio
+async def test_failed_fetch_fails_every_waiter_with_one_fetch() -> None:
+    # A refused GetToken (say, a wrong password) must not be repeated once per caller.
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    fetch.fail = RuntimeError("refused")
+    errors: list[Exception] = []
+
+    async def one() -> None:
+        try:
+            await cache.get(KEY, fetch)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(100):
+            tg.start_soon(one)
+    assert fetch.calls == 1
+    assert len(errors) == 100
+    assert all(str(e) == "refused" for e in errors)
+
+
+@pytest.mark.anyio
+async def test_cancelled_fetch_is_taken_over_by_a_waiter() -> None:
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    fetch.gate = anyio.Event()
+    got: list[Token] = []
+
+    async def waiter() -> None:
+        got.append(await cache.get(KEY, fetch))
+
+    leader_scope = anyio.CancelScope()
+
+    async def leader() -> None:
+        with leader_scope:
+            await cache.get(KEY, fetch)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        await fetch.started.wait()
+        tg.start_soon(waiter)
+        await anyio.sleep(0.01)
+        leader_scope.cancel()
+        await anyio.sleep(0.01)
+        fetch.gate.set()
+    assert fetch.calls == 2  # the cancelled fetch, then the waiter's own
+    assert [t.value for t in got] == ["token-2"]
+    assert await cache.store.get(KEY) == got[0]
+
+
+@pytest.mark.anyio
 async def test_invalidate_is_compare_and_swap() -> None:
     clock = MutableClock(NOW)
     cache, fetch = _cache(clock), FakeFetch(clock)
