@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import anyio
 from yarl import URL
 
 from ._backend import BackendFailure, BackendRequest, FailureKind
@@ -79,6 +80,9 @@ class AiohttpBackend:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        # Requests in flight, each holding a connection: taken here, under the pool
+        # timeout alone (aiohttp would count waiting for the pool as connecting).
+        self._in_flight = anyio.Semaphore(max_connections)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -93,29 +97,40 @@ class AiohttpBackend:
     @asynccontextmanager
     async def send(self, request: BackendRequest) -> AsyncIterator[_AiohttpResponse]:
         t = request.timeout
-        # aiohttp's "connect" covers waiting for a pooled connection and connecting.
-        connect = None if t.pool is None or t.connect is None else t.pool + t.connect
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect, sock_connect=t.connect, sock_read=t.read
+            total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
-        options: dict[str, Any] = {
-            "data": request.content,
-            "headers": dict(request.headers),
-            "timeout": timeout,
-            "allow_redirects": False,
-        }
         try:
-            # encoded=True: the query is already percent-encoded; re-quoting could turn
-            # %2B back into a "+", which the server reads as a space.
-            response = await self._get_session().request(
-                "POST", URL(request.url, encoded=True), **options
-            )
-        except _ERRORS as exc:
-            raise _failure(exc) from None
+            self._in_flight.acquire_nowait()
+        except anyio.WouldBlock:
+            try:
+                with anyio.fail_after(t.pool):
+                    await self._in_flight.acquire()
+            except TimeoutError:
+                raise BackendFailure(
+                    FailureKind.POOL_TIMEOUT, f"all {self._max_connections} connections busy"
+                ) from None
         try:
-            yield _AiohttpResponse(response)
+            options: dict[str, Any] = {
+                "data": request.content,
+                "headers": dict(request.headers),
+                "timeout": timeout,
+                "allow_redirects": False,
+            }
+            try:
+                # encoded=True: the query is already percent-encoded; re-quoting could
+                # turn %2B back into a "+", which the server reads as a space.
+                response = await self._get_session().request(
+                    "POST", URL(request.url, encoded=True), **options
+                )
+            except _ERRORS as exc:
+                raise _failure(exc) from None
+            try:
+                yield _AiohttpResponse(response)
+            finally:
+                response.release()
         finally:
-            response.release()
+            self._in_flight.release()
 
     async def aclose(self) -> None:
         if self._session is not None:

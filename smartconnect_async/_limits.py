@@ -10,7 +10,7 @@ import anyio
 
 from . import _retry
 
-__all__ = ["RateGate", "RunSlots"]
+__all__ = ["GateClosed", "RateGate", "RunSlots"]
 
 
 def _number(value: str | None) -> float | None:
@@ -23,46 +23,97 @@ def _number(value: str | None) -> float | None:
     return number if number == number else None
 
 
+class GateClosed(Exception):
+    """The server asked for a pause longer than the caller may wait."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+class _Window:
+    __slots__ = ("budget", "closed_until", "limit", "period", "reset_at")
+
+    def __init__(self) -> None:
+        self.budget: float | None = None  # requests left in the current window
+        self.reset_at = 0.0  # when the current window ends (never earlier than it does)
+        self.limit: float | None = None  # requests per window (X-Rate-Limit-Limit)
+        self.period = 0.0  # the longest X-Rate-Limit-Reset seen: the window's length
+        self.closed_until = 0.0  # no request before this (Retry-After)
+
+
 class RateGate:
-    """Holds back new requests while the server says the budget is spent
-    (``X-Rate-Limit-Remaining: 0`` until ``X-Rate-Limit-Reset`` seconds have passed, or a
-    ``Retry-After``), instead of hammering into 429s."""
+    """Spends the server's rate-limit budget instead of hammering into 429s.
+
+    From ``X-Rate-Limit-Remaining`` and ``X-Rate-Limit-Reset`` it knows how many requests
+    are left in the current window and when the window ends; every request admitted
+    takes one (so a crowd of concurrent callers cannot overshoot), and once none are
+    left new requests wait for the next window, which is presumed to allow
+    ``X-Rate-Limit-Limit`` requests until the server says otherwise. ``Retry-After`` on
+    a 429 or 503 closes the gate for that long.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._closed_until: dict[Hashable, float] = {}
+        self._windows: dict[Hashable, _Window] = {}
 
-    def delay(self, key: Hashable) -> float:
-        """Seconds to hold back a new request for ``key`` (0 when it may go now)."""
-        until = self._closed_until.get(key)
-        if until is None:
+    def admit(self, key: Hashable) -> float:
+        """Take one request from ``key``'s budget and return 0, or return the seconds to
+        wait before one may go."""
+        window = self._windows.get(key)
+        if window is None:
             return 0.0
-        left = until - self._clock()
-        if left <= 0:
-            self._closed_until.pop(key, None)
+        now = self._clock()
+        if window.closed_until > now:
+            return window.closed_until - now
+        if window.budget is None:
             return 0.0
-        return left
+        if now >= window.reset_at:
+            if window.limit is None or window.period <= 0:
+                del self._windows[key]  # nothing known about the next window
+                return 0.0
+            window.budget, window.reset_at = window.limit, now + window.period
+        if window.budget < 1:
+            return window.reset_at - now
+        window.budget -= 1
+        return 0.0
 
-    async def wait(self, key: Hashable) -> None:
-        """Sleep until a request for ``key`` may go."""
-        # The pause may be extended while this caller sleeps: look again after waking.
-        while (left := self.delay(key)) > 0:  # noqa: ASYNC110
+    async def wait(self, key: Hashable, limit: float | None) -> None:
+        """Wait until a request for ``key`` may go; ``GateClosed`` if that is longer
+        than ``limit`` seconds from now."""
+        # The pause may change while this caller sleeps: look again after waking.
+        while (left := self.admit(key)) > 0:
+            if limit is not None and left > limit:
+                raise GateClosed(left)
             await anyio.sleep(left)
 
     def observe(self, key: Hashable, status: int, headers: Mapping[str, str]) -> None:
         """Learn the budget from an answer's headers."""
-        pause: float | None = None
         remaining = _number(headers.get("x-rate-limit-remaining"))
-        if remaining is not None and remaining <= 0:
-            pause = _number(headers.get("x-rate-limit-reset"))
-        if status in (429, 503):
-            retry_after = _retry.parse_retry_after(headers.get("retry-after"))
-            if retry_after is not None:
-                pause = max(pause or 0.0, retry_after)
-        if pause is not None and pause > 0:
-            until = self._clock() + min(pause, _retry.MAX_RETRY_AFTER)
-            if until > self._closed_until.get(key, 0.0):
-                self._closed_until[key] = until
+        reset = _number(headers.get("x-rate-limit-reset"))
+        retry_after = (
+            _retry.parse_retry_after(headers.get("retry-after")) if status in (429, 503) else None
+        )
+        if (remaining is None or reset is None) and not retry_after:
+            return
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window()
+        if remaining is not None and reset is not None:
+            reset = max(reset, 0.0)
+            ends = now + reset
+            window.limit = _number(headers.get("x-rate-limit-limit")) or window.limit
+            window.period = max(window.period, reset)
+            if window.budget is None or now >= window.reset_at or ends > window.reset_at + 0.5:
+                window.budget, window.reset_at = remaining, ends  # a new window
+            else:
+                # The same window: requests admitted since the server counted are yet
+                # to be counted, so the lower figure is the true one.
+                window.budget = min(window.budget, remaining)
+                window.reset_at = min(window.reset_at, ends)
+        if retry_after:
+            window.closed_until = max(window.closed_until, now + retry_after)
 
 
 class RunSlots:
@@ -83,9 +134,11 @@ class RunSlots:
         return slots
 
     @staticmethod
-    async def acquire(slots: anyio.Semaphore) -> None:
-        """Take a slot: at once when one is free (no scheduling round trip), else wait."""
+    async def acquire(slots: anyio.Semaphore, timeout: float | None) -> None:
+        """Take a slot: at once when one is free (no scheduling round trip), else wait at
+        most ``timeout`` seconds (``TimeoutError``)."""
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
-            await slots.acquire()
+            with anyio.fail_after(timeout):
+                await slots.acquire()

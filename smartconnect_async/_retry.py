@@ -12,6 +12,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "RETRYABLE_READ_STATUSES",
     "UNPROCESSED_STATUSES",
+    "after_retry_after",
     "backoff",
     "parse_retry_after",
 ]
@@ -35,6 +36,13 @@ def backoff(retry: int, rng: random.Random | None = None) -> float:
     ``BACKOFF_INITIAL`` to ``BACKOFF_CAP``, with jitter (between half and all of it)."""
     ceiling = min(BACKOFF_CAP, BACKOFF_INITIAL * 2.0 ** min(retry - 1, 32))
     return ceiling * (0.5 + 0.5 * (rng.random() if rng is not None else random.random()))
+
+
+def after_retry_after(seconds: float, rng: random.Random | None = None) -> float:
+    """The wait after a ``Retry-After`` of ``seconds``: a little more, spread at random,
+    so the callers it held back do not all come back in the same instant."""
+    spread = 0.05 + 0.1 * seconds
+    return seconds + spread * (rng.random() if rng is not None else random.random())
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -19,7 +19,7 @@ import attrs
 
 from . import _retry
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
-from ._limits import RateGate, RunSlots
+from ._limits import GateClosed, RateGate, RunSlots
 from ._redact import redact
 from ._tokens import TokenCache, TokenKey
 from .exceptions import (
@@ -333,11 +333,20 @@ class Transport:
                 token = await self.token(principal)
             request = self._request(call, token, limits)
             gate_key = principal.key if principal is not None else self.api_url
-            await self.rate_gate.wait(gate_key)
+            await self._wait_for_gate(call, gate_key, limits)
             slot = None
             if call.is_run and principal is not None:
                 slot = self.run_slots.for_key(principal.key.company_id)
-                await self.run_slots.acquire(slot)
+                try:
+                    await self.run_slots.acquire(slot, limits.pool)
+                except TimeoutError:
+                    raise APITimeoutError(
+                        f"{call.endpoint} for map {call.map_key}: no run slot came free "
+                        f"within {limits.pool:g}s ({self.run_slots.limit} runs of company "
+                        f"{principal.key.company_id} were in flight); nothing was sent",
+                        endpoint=call.endpoint,
+                        sent=False,
+                    ) from None
             sent_at = _utc_now()
             started = time.perf_counter()
             status: int | None = None
@@ -406,6 +415,26 @@ class Transport:
             )
             await anyio.sleep(delay)
 
+    async def _wait_for_gate(self, call: Call[T], key: object, limits: Timeout) -> None:
+        """Wait while the server's rate limit is spent; raise ``RateLimitError`` when the
+        wait would be longer than ``MAX_RETRY_AFTER`` or the call's pool timeout."""
+        limit = _retry.MAX_RETRY_AFTER
+        if limits.pool is not None:
+            limit = min(limit, limits.pool)
+        try:
+            await self.rate_gate.wait(key, limit)
+        except GateClosed as closed:
+            raise RateLimitError(
+                f"{call.endpoint}: the server's rate limit allows the next call in "
+                f"{closed.seconds:.0f}s, longer than this call may wait ({limit:g}s); "
+                "nothing was sent",
+                endpoint=call.endpoint,
+                status_code=429,
+                request_id=None,
+                body="",
+                retry_after=closed.seconds,
+            ) from None
+
     async def _consume(
         self,
         call: Call[T],
@@ -465,7 +494,9 @@ class Transport:
                 return None
             if error.retry_after is not None:
                 # A wait longer than MAX_RETRY_AFTER is the caller's to decide on.
-                return error.retry_after if error.retry_after <= _retry.MAX_RETRY_AFTER else None
+                if error.retry_after > _retry.MAX_RETRY_AFTER:
+                    return None
+                return _retry.after_retry_after(error.retry_after)
         else:
             return None
         return _retry.backoff(retries + 1)

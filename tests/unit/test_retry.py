@@ -16,6 +16,7 @@ from smartconnect_async._retry import (
     MAX_RETRY_AFTER,
     RETRYABLE_READ_STATUSES,
     UNPROCESSED_STATUSES,
+    after_retry_after,
     backoff,
     parse_retry_after,
 )
@@ -59,6 +60,20 @@ def test_backoff_bounds(retry: int, rng: random.Random) -> None:
 def test_backoff_default_rng_is_jittered_within_bounds() -> None:
     waits = {backoff(3) for _ in range(50)}
     assert all(1.0 <= w <= 2.0 for w in waits)
+    assert len(waits) > 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "longest"), [(0.0, 0.05), (1.0, 1.15), (10.0, 11.05), (60.0, 66.05)]
+)
+def test_after_retry_after_waits_at_least_the_servers_time(seconds: float, longest: float) -> None:
+    assert after_retry_after(seconds, _Fixed(0.0)) == seconds
+    assert after_retry_after(seconds, _Fixed(0.999999)) == pytest.approx(longest, rel=1e-5)
+
+
+def test_after_retry_after_spreads_the_waiters() -> None:
+    waits = {after_retry_after(2.0) for _ in range(50)}
+    assert all(2.0 <= w <= 2.25 for w in waits)
     assert len(waits) > 1
 
 
