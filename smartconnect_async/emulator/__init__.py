@@ -33,7 +33,7 @@ from ._runs import (
     SavedErrors,
 )
 from ._server import serve
-from ._state import Counters, Emulator
+from ._state import Counters, Emulator, parse_row_sizes
 from ._tokens import TokenRecord, hash_password
 
 __all__ = [
@@ -62,5 +62,6 @@ __all__ = [
     "create_app",
     "hash_password",
     "parse_faults",
+    "parse_row_sizes",
     "serve",
 ]

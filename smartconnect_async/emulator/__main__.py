@@ -18,19 +18,7 @@ from ._app import create_app
 from ._catalog import DEMO_CREDENTIALS
 from ._faults import parse_faults
 from ._server import api_url, bind_loopback, make_server
-from ._state import Emulator
-
-
-def _rows(values: list[str]) -> int | dict[str, int] | None:
-    if not values:
-        return None
-    sizes: dict[str, int] = {}
-    for value in values:
-        name, sep, count = value.rpartition("=")
-        if not sep:
-            return int(value)
-        sizes[name] = int(count)
-    return sizes
+from ._state import Emulator, parse_row_sizes
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,23 +51,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the emulator until interrupted."""
-    args = parse_args(argv)
+def _emulator(args: argparse.Namespace) -> Emulator:
     rules: list[Any] = []
     if args.faults is not None:
         rules.extend(parse_faults(json.loads(args.faults.read_text(encoding="utf-8"))))
     if args.latency_ms:
         rules.extend(parse_faults([{"kind": "latency", "ms": args.latency_ms}]))
-    emulator = Emulator(
+    return Emulator(
         seed=args.seed,
-        rows=_rows(args.rows),
+        rows=parse_row_sizes(args.rows),
         rate_limit=args.rate_limit,
         faults=rules,
         ambiguous_map_ids=args.ambiguous_maps,
         opaque_tokens=args.opaque_tokens,
     )
-    sock = bind_loopback(args.host, args.port)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the emulator until interrupted."""
+    args = parse_args(argv)
+    try:
+        emulator = _emulator(args)
+        sock = bind_loopback(args.host, args.port)
+    except (ValueError, OSError) as exc:  # a bad option, fault file or port: one line
+        print(f"python -m smartconnect_async.emulator: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(api_url(sock))
     for credential in DEMO_CREDENTIALS:
         print(

@@ -133,6 +133,9 @@ class _Api:
             answer = json_response({"Message": message}, 405, {"Allow": "POST"})
             await answer(scope, receive, send)
             return
+        # IIS reads the whole request before the service sees it: a posted run whose
+        # client stops waiting (during a latency fault, say) still arrives and runs.
+        await request.body()
         emulator = self.emulator
         company = _Query(request).get("companyId") if endpoint == "GetToken" else None
         emulator.count_call(endpoint, company)

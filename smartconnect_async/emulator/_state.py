@@ -73,6 +73,24 @@ class Counters:
         }
 
 
+def parse_row_sizes(values: Sequence[str]) -> int | dict[str, int] | None:
+    """Data-source sizes from command-line words: ``"5000"`` sizes every source,
+    ``"Customers=1000000"`` one source; ``None`` when there are none."""
+    if not values:
+        return None
+    sizes: dict[str, int] = {}
+    for value in values:
+        name, sep, count = value.rpartition("=")
+        try:
+            size = int(count)
+        except ValueError:
+            raise ValueError(f"row count {value!r}: expected N or SOURCE=N") from None
+        if not sep:
+            return size
+        sizes[name] = size
+    return sizes
+
+
 def _resolve_sizes(rows: int | Mapping[str, int] | None) -> dict[str, int]:
     sizes = {name: source.default_size for name, source in SOURCES.items()}
     if isinstance(rows, int):
@@ -152,6 +170,21 @@ class Emulator:
         """Every map (all companies, real-time ones too) by lower-case map key."""
         with self._lock:
             return MappingProxyType(dict(self._maps))
+
+    def add_company(self, company: Company) -> None:
+        """Add (or rename) a company; it gets a tenant id of its own."""
+        with self._lock:
+            self._companies[company.company_id] = company
+            if company.company_id not in self._tenants:
+                self._tenants[company.company_id] = self._new_guid()
+
+    def add_user(self, user: User) -> None:
+        """Add (or replace) a user; every company it names must exist."""
+        unknown = [cid for cid in user.company_ids if cid not in self._companies]
+        if unknown:
+            raise ValueError(f"unknown company {unknown[0]!r} for user {user.email!r}")
+        with self._lock:
+            self._users[user.email.lower()] = user
 
     def add_map(self, map_def: MapDef) -> None:
         """Add (or replace) a map, e.g. a second map with an existing MapId."""

@@ -13,10 +13,13 @@ import pytest
 from smartconnect_async.emulator import (
     DEMO_CREDENTIALS,
     IMPORT_CUSTOMERS_KEY,
+    Company,
     DemoCredential,
     Emulator,
+    User,
     create_app,
     hash_password,
+    parse_row_sizes,
 )
 from smartconnect_async.emulator._tokens import add_months
 
@@ -204,3 +207,35 @@ async def test_validate_answers_false_for_unknown_and_400_without_token(
 async def test_a_forged_token_is_refused(client: httpx.AsyncClient, token: str) -> None:
     forged = base64.b64encode(base64.b64decode(token).replace(b"ALICE", b"BOB")).decode()
     assert (await client.post("/GetMapList", params={"token": forged})).status_code == 401
+
+
+async def test_added_company_and_user_obtain_a_token_for_that_company_only(
+    emulator: Emulator, client: httpx.AsyncClient
+) -> None:
+    emulator.add_company(Company("ACME01", "Acme"))
+    emulator.add_user(User("ops@acme.example", "S3cret+Pass", ("ACME01",)))
+    params = {"email": "ops@acme.example", "password": "S3cret+Pass", "companyId": "ACME01"}
+    answer = await client.post("/GetToken", params=params)
+    assert answer.status_code == 200
+    assert emulator.token_record(answer.json()) is not None
+    assert emulator.companies["ACME01"].name == "Acme"
+    other = await client.post("/GetToken", params={**params, "companyId": "DEMO01"})
+    assert other.status_code == 401
+
+
+def test_a_user_of_an_unknown_company_is_refused(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match=r"unknown company 'NOPE' for user 'x@y\.example'"):
+        emulator.add_user(User("x@y.example", "pw", ("DEMO01", "NOPE")))
+    assert "x@y.example" not in emulator.users
+
+
+@pytest.mark.parametrize(
+    ("words", "sizes"),
+    [
+        ([], None),
+        (["7"], 7),
+        (["Customers=3", "SalesOrders=0"], {"Customers": 3, "SalesOrders": 0}),
+    ],
+)
+def test_parse_row_sizes(words: list[str], sizes: object) -> None:
+    assert parse_row_sizes(words) == sizes

@@ -93,3 +93,21 @@ def test_command_line_prints_url_and_credentials_and_serves(tmp_path: Path) -> N
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rows", "Customers=lots"], "row count 'Customers=lots': expected N or SOURCE=N"),
+        (["--rows", "Nope=3"], "unknown data source 'Nope'"),
+        (["--faults", "/nonexistent/faults.json"], "No such file or directory"),
+    ],
+)
+def test_command_line_rejects_bad_options_in_one_line(args: list[str], message: str) -> None:
+    command = [sys.executable, "-m", "smartconnect_async.emulator", "--port", "0", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
