@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import socket
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpcore
-import httpx
 import pytest
 
 # Shared constants and helpers live in ``unit_support.py`` beside this file; the suite
@@ -43,23 +41,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", no_socket)
     monkeypatch.setattr(socket.socket, "connect", no_socket)
     monkeypatch.setattr(socket.socket, "connect_ex", no_socket)
-
-
-_SSL_CONTEXT: list[ssl.SSLContext] = []
-
-
-@pytest.fixture(autouse=True)
-def _one_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every client builds an ``httpx.AsyncClient``, whose default TLS context costs ~50 ms
-    to load; no unit test reaches TLS, so all of them share one context."""
-    original = httpx._config.create_ssl_context
-
-    def shared(*args: Any, **kwargs: Any) -> ssl.SSLContext:
-        if not _SSL_CONTEXT:
-            _SSL_CONTEXT.append(original(*args, **kwargs))
-        return _SSL_CONTEXT[0]
-
-    monkeypatch.setattr(httpx._transports.default, "create_ssl_context", shared)
 
 
 @pytest.fixture
