@@ -1,0 +1,224 @@
+"""Client CPU per call (library per backend vs raw httpx / aiohttp at several
+concurrencies) and latency-bound efficiency (the emulator adding 50 ms per call)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from . import _contenders
+from ._contenders import CONTENDERS, OPERATIONS, Contender, Operation
+from ._load import Batch, drive
+from ._plan import Plan
+from ._server import Emulator, emulator
+from ._stats import Checks, log, rotated, rounds
+
+HTTPX_CALL_SHARE = 3
+"""httpx-based contenders make a third of the calls at concurrency > 1: they cost 5–20×
+more CPU per call there, and the full run has to stay within its time budget."""
+
+LIBRARY_RUNS_UNCAPPED = "library (default, max_concurrent_runs=c)"
+"""The default client with its per-company run cap raised to the concurrency: the cap
+(4 by default) is what bounds latency-bound runs, not the client's CPU."""
+
+
+@attrs.frozen
+class CallSample:
+    """One measurement: ``calls`` calls of ``operation`` by ``contender``."""
+
+    benchmark: str
+    operation: str
+    concurrency: int
+    contender: str
+    round: int
+    calls: int
+    errors: int
+    cpu: float
+    wall: float
+    latency_ms: int = 0
+    server_cpu: float = 0.0
+    """CPU seconds the emulator process used during the measurement."""
+
+    @property
+    def server_cpu_per_call(self) -> float:
+        return self.server_cpu / self.calls if self.calls else float("nan")
+
+    @property
+    def cpu_per_call(self) -> float:
+        return self.cpu / self.calls if self.calls else float("nan")
+
+    @property
+    def efficiency(self) -> float:
+        """(calls × latency ÷ concurrency) ÷ wall: 1.0 is perfectly latency-bound."""
+        ideal = self.calls * self.latency_ms / 1000 / self.concurrency
+        return ideal / self.wall if self.wall else float("nan")
+
+
+class _Counted:
+    """A contender and the calls it made (warm-up included), to check the server's
+    counters against.
+
+    An error in a warm-up is tolerated (logged): the raw clients keep idle connections
+    longer than the emulator does (aiohttp 15 s, uvicorn 5 s), and a request written
+    onto a connection the server is closing fails without reaching it. An error in a
+    measured batch is a failed check.
+    """
+
+    def __init__(self, contender: Contender) -> None:
+        self.contender = contender
+        self.calls = 0
+        self.errors = 0
+        self.warm_errors = 0
+        self.first_error = ""
+
+
+async def _measure(
+    counted: _Counted, server: Emulator, calls: int, concurrency: int, plan: Plan
+) -> tuple[Batch, float]:
+    """Warm up (open the pool's connections; not measured), then measure one batch;
+    returns it with the emulator's CPU seconds during it."""
+    contender = counted.contender
+    warm_calls = min(max(concurrency, 4), calls)
+    warm = await drive(contender.call, warm_calls, concurrency, plan.batch_time_limit)
+    server_cpu = server.cpu_seconds()
+    batch = await drive(contender.call, calls, concurrency, plan.batch_time_limit)
+    server_cpu = server.cpu_seconds() - server_cpu
+    counted.calls += warm.calls + batch.calls
+    counted.warm_errors += warm.errors
+    counted.errors += batch.errors
+    for b in (warm, batch):
+        counted.first_error = counted.first_error or b.first_error
+    return batch, server_cpu
+
+
+async def _operation(
+    server: Emulator,
+    operation: Operation,
+    names: Sequence[str],
+    points: Sequence[tuple[int, int]],
+    plan: Plan,
+    benchmark: str,
+    latency_ms: int,
+    repeats: int,
+) -> tuple[list[CallSample], list[_Counted]]:
+    """Every contender at every (concurrency, calls) point, rounds interleaved."""
+    credentials = server.credentials[0]
+    counted = []
+    for name in names:
+        options: dict[str, Any] = {}
+        if name == LIBRARY_RUNS_UNCAPPED:
+            options["max_concurrent_runs"] = max(c for c, _ in points)
+        counted.append(
+            _Counted(_contenders.make(name, server.api_url, credentials, operation, options))
+        )
+    for c in counted:
+        await c.contender.start()
+    samples: list[CallSample] = []
+    try:
+        for concurrency, calls in points:
+            what = f"{benchmark} {operation} c={concurrency}"
+            for turn in rounds(repeats, plan.budget / len(points), what):
+                for c in rotated(counted, turn):
+                    n = calls
+                    if concurrency > 1 and "httpx" in c.contender.name:
+                        n = max(calls // HTTPX_CALL_SHARE, concurrency)
+                    batch, server_cpu = await _measure(c, server, n, concurrency, plan)
+                    samples.append(
+                        CallSample(
+                            benchmark,
+                            operation,
+                            concurrency,
+                            c.contender.name,
+                            turn,
+                            batch.calls,
+                            batch.errors,
+                            batch.cpu,
+                            batch.wall,
+                            latency_ms,
+                            server_cpu,
+                        )
+                    )
+            log(f"  {what}: done")
+    finally:
+        for c in counted:
+            await c.contender.close()
+    return samples, counted
+
+
+def _check_counters(
+    checks: Checks,
+    server: Emulator,
+    operation: Operation,
+    counted: Sequence[_Counted],
+    what: str,
+) -> None:
+    counters = server.counters()
+    made = sum(c.calls for c in counted)
+    unsure = sum(c.warm_errors for c in counted)  # may or may not have reached it
+    endpoint = _contenders.wire_endpoint(operation)
+    for c in counted:
+        checks.equal(f"{what}: {c.contender.name} calls without errors", c.errors, 0)
+        if c.errors or c.warm_errors:
+            log(f"    {c.contender.name}: {c.warm_errors} warm-up error(s); {c.first_error}")
+
+    def expect_made(name: str, counted_by_server: int) -> None:
+        checks.expect(
+            name,
+            made - unsure <= counted_by_server <= made,
+            f"the server counted {counted_by_server}, the client made {made} "
+            f"({unsure} of them failed in a warm-up)",
+        )
+
+    expect_made(
+        f"{what}: {endpoint} calls counted by the server", counters["calls"].get(endpoint, 0)
+    )
+    checks.equal(
+        f"{what}: one GetToken per client", counters["calls"].get("GetToken", 0), len(counted)
+    )
+    if operation == "runs.run":
+        expect_made(f"{what}: runs executed == run calls made", counters["total_runs"])
+
+
+def run_cpu(plan: Plan, checks: Checks) -> list[CallSample]:
+    """Client CPU per call at every concurrency, both operations, every contender."""
+    samples: list[CallSample] = []
+    points = [(c, plan.calls_c1 if c == 1 else plan.calls) for c in plan.concurrencies]
+    with emulator(rows="1") as server:
+        for operation in OPERATIONS:
+            server.reset_counters()
+            found, counted = asyncio.run(
+                _operation(server, operation, CONTENDERS, points, plan, "cpu", 0, plan.rounds)
+            )
+            samples += found
+            _check_counters(checks, server, operation, counted, f"cpu {operation}")
+    return samples
+
+
+def run_efficiency(plan: Plan, checks: Checks) -> list[CallSample]:
+    """Latency-bound efficiency at one concurrency, the emulator adding latency."""
+    samples: list[CallSample] = []
+    points = [(plan.efficiency_concurrency, plan.efficiency_calls)]
+    with emulator(rows="1", latency_ms=plan.latency_ms) as server:
+        for operation in OPERATIONS:
+            names = list(CONTENDERS)
+            if operation == "runs.run":
+                names.append(LIBRARY_RUNS_UNCAPPED)
+            server.reset_counters()
+            found, counted = asyncio.run(
+                _operation(
+                    server,
+                    operation,
+                    names,
+                    points,
+                    plan,
+                    "efficiency",
+                    plan.latency_ms,
+                    plan.efficiency_rounds,
+                )
+            )
+            samples += found
+            _check_counters(checks, server, operation, counted, f"efficiency {operation}")
+    return samples
