@@ -133,9 +133,9 @@ class _TableBuilder:
         def end(_name: str) -> None:
             nonlocal depth, row, rows_seen
             if depth == 3:
-                width = len(row)
-                row[column] = "" if value is None else value
-                if len(row) == width:
+                if column not in row:
+                    row[column] = "" if value is None else value
+                else:
                     raise ResponseParseError(
                         f"column {column!r} appears twice in {table!r} row {rows_seen + 1} "
                         f"in {what}"
