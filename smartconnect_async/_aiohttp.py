@@ -16,6 +16,7 @@ import anyio
 from yarl import URL
 
 from ._backend import BackendFailure, BackendRequest, FailureKind
+from ._limits import acquire_within
 from ._redact import redact_url
 
 __all__ = ["AiohttpBackend"]
@@ -101,15 +102,11 @@ class AiohttpBackend:
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         try:
-            self._in_flight.acquire_nowait()
-        except anyio.WouldBlock:
-            try:
-                with anyio.fail_after(t.pool):
-                    await self._in_flight.acquire()
-            except TimeoutError:
-                raise BackendFailure(
-                    FailureKind.POOL_TIMEOUT, f"all {self._max_connections} connections busy"
-                ) from None
+            await acquire_within(self._in_flight, t.pool)
+        except TimeoutError:
+            raise BackendFailure(
+                FailureKind.POOL_TIMEOUT, f"all {self._max_connections} connections busy"
+            ) from None
         try:
             options: dict[str, Any] = {
                 "data": request.content,

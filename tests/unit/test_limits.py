@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from smartconnect_async._limits import GateClosed, RateGate, RunSlots
+from smartconnect_async._limits import GateClosed, RateGate, RunSlots, acquire_within
 
 
 class Clock:
@@ -100,6 +100,39 @@ async def test_run_slot_wait_is_bounded() -> None:
     semaphore.release()
     with anyio.fail_after(1):
         await RunSlots.acquire(semaphore, 0.05)
+
+
+@pytest.mark.anyio
+async def test_a_slot_released_during_the_wait_is_taken() -> None:
+    semaphore = anyio.Semaphore(1)
+    await acquire_within(semaphore, None)
+    taken = anyio.Event()
+
+    async def waiter() -> None:
+        await acquire_within(semaphore, 5.0)
+        taken.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert not taken.is_set()
+        semaphore.release()
+        with anyio.fail_after(1):
+            await taken.wait()
+    assert semaphore.value == 0  # the waiter holds it
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_wait_raises_cancellation_and_takes_no_slot() -> None:
+    semaphore = anyio.Semaphore(1)
+    await acquire_within(semaphore, None)
+    with anyio.move_on_after(0.05) as scope:
+        await acquire_within(semaphore, 5.0)  # the outer scope ends first: no TimeoutError
+    assert scope.cancelled_caught
+    semaphore.release()
+    assert semaphore.value == 1  # nothing was taken by the cancelled waiter
+    await acquire_within(semaphore, 0.05)
+    assert semaphore.value == 0
 
 
 def test_run_slots_need_a_positive_limit() -> None:
