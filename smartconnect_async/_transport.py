@@ -426,7 +426,7 @@ class Transport:
         except GateClosed as closed:
             raise RateLimitError(
                 f"{call.endpoint}: the server's rate limit allows the next call in "
-                f"{closed.seconds:.0f}s, longer than this call may wait ({limit:g}s); "
+                f"{closed.seconds:.1f}s, longer than this call may wait ({limit:g}s); "
                 "nothing was sent",
                 endpoint=call.endpoint,
                 status_code=429,

@@ -166,6 +166,26 @@ async def test_retry_after_longer_than_a_minute_raises_at_once(
     assert f"wait {seconds:g}s" in str(info.value)
 
 
+async def test_after_a_long_retry_after_the_next_call_fails_at_once_unsent(
+    sleeps: SleepRecorder,
+) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapColumns").respond(429, headers={"Retry-After": "120"})
+        async with client(max_retries=5) as sc:
+            with pytest.raises(RateLimitError):
+                await sc.maps.columns(GUID_CUSTOMERS)
+            with pytest.raises(RateLimitError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)  # the gate is closed for 2 minutes
+    assert route.call_count == 1  # the second call never left the client
+    assert sleeps.delays == []
+    assert info.value.retry_after is not None
+    assert 119 <= info.value.retry_after <= 120
+    assert info.value.status_code == 429
+    message = str(info.value)
+    assert "GetMapColumns: the server's rate limit allows the next call in 1" in message
+    assert "longer than this call may wait (30s); nothing was sent" in message  # pool timeout
+
+
 async def test_retry_after_http_date(sleeps: SleepRecorder) -> None:
     when = format_datetime(datetime.now(timezone.utc) + timedelta(minutes=10), usegmt=True)
     with mock_api() as api:
