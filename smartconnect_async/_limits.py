@@ -166,8 +166,3 @@ class RunSlots:
         if slots is None:
             slots = self._slots[key] = anyio.Semaphore(self.limit)
         return slots
-
-    @staticmethod
-    async def acquire(slots: anyio.Semaphore, timeout: float | None) -> None:
-        """Take a slot, waiting at most ``timeout`` seconds (``TimeoutError``)."""
-        await acquire_within(slots, timeout)

@@ -94,12 +94,12 @@ async def test_a_wait_longer_than_the_limit_raises_gate_closed() -> None:
 async def test_run_slot_wait_is_bounded() -> None:
     slots = RunSlots(1)
     semaphore = slots.for_key("C")
-    await RunSlots.acquire(semaphore, None)
+    await acquire_within(semaphore, None)
     with pytest.raises(TimeoutError):
-        await RunSlots.acquire(semaphore, 0.05)
+        await acquire_within(semaphore, 0.05)
     semaphore.release()
     with anyio.fail_after(1):
-        await RunSlots.acquire(semaphore, 0.05)
+        await acquire_within(semaphore, 0.05)
 
 
 @pytest.mark.anyio
