@@ -246,6 +246,82 @@ def test_parse_error_names_what_was_parsed() -> None:
         parse_data_set(b"<html/>", "the GetAllData answer for map X")
 
 
+# ---- rows that leave the usual shape: DataSet markup, and the errors named ------------
+
+DIFFGRAM = (
+    '<NewDataSet xmlns:msdata="urn:schemas-microsoft-com:xml-msdata">'
+    '<Table01 msdata:rowOrder="0" Extra="from attribute">'
+    "<A>1</A><B/></Table01>"
+    '<Table01 xmlns:x="urn:x" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    '<x:A>2</x:A><B xsi:nil="true"/></Table01>'
+    "<Table01><A>3</A><B>b</B></Table01>"
+    '<y:Table01 xmlns:y="urn:y"><A>4</A></y:Table01>'
+    "</NewDataSet>"
+)
+
+
+def test_dataset_markup_is_read_as_plain_columns() -> None:
+    # Attributes of a row element are columns, except namespace declarations and
+    # prefixed markup; declared prefixes are dropped from element names.
+    assert parse_data_set(data_answer(DIFFGRAM)).tables == {
+        "Table01": [
+            {"Extra": "from attribute", "A": "1", "B": ""},
+            {"Extra": None, "A": "2", "B": ""},
+            {"Extra": None, "A": "3", "B": "b"},
+            {"Extra": None, "A": "4", "B": None},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("inner", "message"),
+    [
+        (
+            "<DS><T><V>1</V></T><T><V>2</V><W><b>x</b></W></T></DS>",
+            "unexpected element <b> inside column 'W' of 'T' row 2 in the answer",
+        ),
+        (
+            "<DS><T><V>1</V></T><T><V>2</V></T><T><V>3</V><V>4</V></T></DS>",
+            "column 'V' appears twice in 'T' row 3 in the answer",
+        ),
+        ('<DS><T A="1"><A>2</A></T></DS>', "column 'A' appears twice in 'T' row 1"),
+        ("<DS><T><V>1</V> stray</T></DS>", "unexpected text ' stray' outside a column"),
+        ("<DS><T><V>1</V></T>after</DS>", "unexpected text 'after' outside a column"),
+        ("<DS>before<T><V>1</V></T></DS>", "unexpected text 'before' outside a column"),
+        ("<DS><T><x:V>1</x:V></T></DS>", "unbound prefix in <x:V>"),
+        ('<DS><T><V x:a="1">1</V></T></DS>', "unbound prefix in <x:a>"),
+        ("<x:DS><T><V>1</V></T></x:DS>", "unbound prefix in <x:DS>"),
+        ('<DS><T xmlns:x="urn:x"><V>1</V></T><T><x:V>2</x:V></T></DS>', "unbound prefix in <x:V>"),
+    ],
+)
+def test_rows_out_of_shape_are_named(inner: str, message: str) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_data_set(data_answer(inner), "the answer")
+    assert message in str(info.value)
+    assert type(info.value) is ResponseParseError
+
+
+@pytest.mark.parametrize(
+    "text", ["&lt;DS&gt;\x00&lt;/DS&gt;", "\x00&lt;DS/&gt;", "&lt;DS/&gt;\x00", "&lt;DS/\x00&gt;"]
+)
+def test_nul_byte_in_the_outer_text_is_refused(text: str) -> None:
+    with pytest.raises(ResponseParseError) as info:
+        parse_data_set(f"{OUTER_OPEN}{text}</string>".encode())
+    assert type(info.value) is ResponseParseError
+
+
+def test_large_answer_with_long_values_matches_a_full_parse() -> None:
+    # Rows and values longer than the pieces the inner parser is fed in.
+    rows: list[dict[str, str | None]] = [
+        {"No": str(i), "Text": ("é<&>" * (20_000 if i % 500 == 7 else 3)) + str(i)}
+        for i in range(3_000)
+    ]
+    body = data_answer(table_xml({"Row": rows}))
+    assert parse_data_set(body).rows == rows
+    assert _feed_in_chunks(body, 65_536) == rows
+    assert _feed_in_chunks(body, 9_999) == rows
+
+
 # ---- DataSetParser: incremental parsing ---------------------------------------------
 
 
