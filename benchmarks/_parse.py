@@ -38,6 +38,10 @@ class ParseSample:
     wall: float
     rss_growth: int
     """Peak RSS growth over the process's RSS just before the work, in bytes."""
+    system: float = float("nan")
+    """The kernel's part of ``cpu`` (page faults, socket reads), in seconds."""
+    page_faults: int = -1
+    """Minor page faults during the work (memory the process touched for the first time)."""
 
     @property
     def rows_per_cpu_second(self) -> float:
@@ -90,6 +94,8 @@ def _size(
                     cpu=result["cpu"],
                     wall=result["wall"],
                     rss_growth=result["rss_growth"],
+                    system=result["system"],
+                    page_faults=result["page_faults"],
                 )
             )
     Path(base["inner"]).unlink(missing_ok=True)

@@ -39,7 +39,7 @@ class Plan:
 
 FULL = Plan(
     quick=False,
-    rounds=4,
+    rounds=8,
     concurrencies=(1, 16, 64, 256),
     calls=1000,
     calls_c1=300,
@@ -53,7 +53,7 @@ FULL = Plan(
     parse_sizes=(100_000, 200_000, 1_000_000),
     parse_all_contenders_up_to=200_000,
     parse_naive_up_to=100_000,
-    parse_rounds=3,
+    parse_rounds=5,
     worker_timeout=600.0,
     budget=330.0,
 )
