@@ -111,7 +111,7 @@ class _TableBuilder:
         self._parser = parser
         self.columns: dict[str, dict[str, None]] = {}
         self.started = False
-        self._root: Element | None = None
+        self._root_checked = False
         self._root_prefixes: set[str] = set()
         self._plain: set[str] = set()  # names checked to have no prefix
         self._rows_seen = 0
@@ -140,8 +140,8 @@ class _TableBuilder:
 
     def _collect(self, final: bool) -> None:
         root = self._holder[0]
-        if self._root is None:
-            self._root = root
+        if not self._root_checked:
+            self._root_checked = True
             self._root_prefixes = {"xml"} | _declared(root)
             self._local(root, self._root_prefixes)
         _outside(root.text, self._what)
@@ -478,6 +478,15 @@ class DataSetParser:
         return ready
 
 
+def _group(tables: dict[str, list[Row]], rows: Iterable[tuple[str, Row]]) -> None:
+    """Add ``(table, row)`` pairs to ``tables``, each row under its table."""
+    for table, row in rows:
+        found = tables.get(table)
+        if found is None:
+            found = tables[table] = []
+        found.append(row)
+
+
 def _complete(tables: dict[str, list[Row]], columns: Mapping[str, Iterable[str]]) -> None:
     """Give every row every column of its table (``None`` where it had no element)."""
     for table, rows in tables.items():
@@ -496,19 +505,11 @@ class DataSetCollector:
         self._parser = DataSetParser(what)
         self._tables: dict[str, list[Row]] = {}
 
-    def _add(self, rows: list[tuple[str, Row]]) -> None:
-        tables = self._tables
-        for table, row in rows:
-            found = tables.get(table)
-            if found is None:
-                found = tables[table] = []
-            found.append(row)
-
     def feed(self, chunk: bytes) -> None:
-        self._add(self._parser.feed(chunk))
+        _group(self._tables, self._parser.feed(chunk))
 
     def close(self) -> DataSet:
-        self._add(self._parser.close())
+        _group(self._tables, self._parser.close())
         _complete(self._tables, self._parser.columns)
         return DataSet(tables=self._tables)
 
@@ -535,8 +536,7 @@ def parse_error_table(text: str | None, what: str = "the run's error table") -> 
     ready: list[tuple[str, Row]] = []
     builder = _TableBuilder(ready, what)
     builder.feed(text, final=True)
-    for table, row in ready:
-        tables.setdefault(table, []).append(row)
+    _group(tables, ready)
     _complete(tables, builder.columns)
     return tuple(row for rows in tables.values() for row in rows)
 
