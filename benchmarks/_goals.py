@@ -247,22 +247,18 @@ def _storm_verdicts(storm: Sequence[StormSample]) -> list[Verdict]:
                 exact,
             )
         )
-        verdicts.append(
-            _verdict(
-                f"cold storm: every company's first answer ≤ {STORM_FIRST_MAX}× a single cold call",
-                who,
-                Summary.of(s.first_per_company / s.single for s in found),
-                f"≤ {STORM_FIRST_MAX}",
-                lambda m: m <= STORM_FIRST_MAX,
+        firsts: dict[str, Callable[[StormSample], float]] = {
+            "every company's first answer": lambda s: s.first_per_company,
+            "first answer": lambda s: s.first_answer,
+        }
+        for what, first in firsts.items():
+            verdicts.append(
+                _verdict(
+                    f"cold storm: {what} ≤ {STORM_FIRST_MAX}× a single cold call",
+                    who,
+                    Summary.of(first(s) / s.single for s in found),
+                    f"≤ {STORM_FIRST_MAX}",
+                    lambda m: m <= STORM_FIRST_MAX,
+                )
             )
-        )
-        verdicts.append(
-            _verdict(
-                f"cold storm: first answer ≤ {STORM_FIRST_MAX}× a single cold call",
-                who,
-                Summary.of(s.first_answer / s.single for s in found),
-                f"≤ {STORM_FIRST_MAX}",
-                lambda m: m <= STORM_FIRST_MAX,
-            )
-        )
     return verdicts
