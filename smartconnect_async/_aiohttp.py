@@ -12,11 +12,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import anyio
 from yarl import URL
 
 from ._backend import BackendFailure, BackendRequest, FailureKind
-from ._limits import acquire_within
+from ._limits import Slots
 from ._redact import redact_url
 
 __all__ = ["AiohttpBackend"]
@@ -83,7 +82,7 @@ class AiohttpBackend:
         self._session: aiohttp.ClientSession | None = None
         # Requests in flight, each holding a connection: taken here, under the pool
         # timeout alone (aiohttp would count waiting for the pool as connecting).
-        self._in_flight = anyio.Semaphore(max_connections)
+        self._in_flight = Slots(max_connections)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -102,7 +101,7 @@ class AiohttpBackend:
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         try:
-            await acquire_within(self._in_flight, t.pool)
+            await self._in_flight.acquire(t.pool)
         except TimeoutError:
             raise BackendFailure(
                 FailureKind.POOL_TIMEOUT, f"all {self._max_connections} connections busy"

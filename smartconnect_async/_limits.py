@@ -4,47 +4,145 @@ how many runs one company may have in flight at once."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 
 import anyio
 
 from . import _retry
 
-__all__ = ["GateClosed", "RateGate", "RunSlots", "acquire_within"]
+__all__ = ["GateClosed", "RateGate", "RunSlots", "Slots"]
 
 
-async def acquire_within(semaphore: anyio.Semaphore, timeout: float | None) -> None:
-    """Take one of ``semaphore``'s slots: at once when one is free (no scheduling round
-    trip), else wait at most ``timeout`` seconds (``TimeoutError``).
+class _Waiter:
+    """A waiter off asyncio (trio): an event, and whether it got its slot or gave up."""
 
-    On asyncio (Python 3.11+) the wait is bounded with ``asyncio.timeout``: about 12 µs
-    a wait against 20 µs with a cancel scope, and most calls wait here when many more
-    calls than slots are in flight.
+    __slots__ = ("event", "gave_up", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.granted = False
+        self.gave_up = False
+
+    def done(self) -> bool:
+        return self.granted or self.gave_up
+
+    def set_result(self, _: None) -> None:
+        self.granted = True
+        self.event.set()
+
+
+class Slots:
+    """A first-come, first-served semaphore whose waits are bounded by a timeout.
+
+    A released slot goes straight to the longest waiter. On asyncio a waiter is a bare
+    future and one timer, armed for the earliest deadline, serves every waiter: with many
+    more callers than slots most calls wait here, and a timer (or ``asyncio.timeout``)
+    per waiter costs more than the wait itself. Off asyncio a waiter is an anyio event
+    under ``fail_after``.
     """
-    try:
-        semaphore.acquire_nowait()
-        return
-    except anyio.WouldBlock:
-        pass
-    if timeout is None:
-        await semaphore.acquire()
-        return
-    if sys.version_info >= (3, 11) and _on_asyncio():
-        async with asyncio.timeout(timeout):
-            await semaphore.acquire()
-        return
-    with anyio.fail_after(timeout):
-        await semaphore.acquire()
 
+    __slots__ = ("_free", "_timer", "_timer_at", "_timer_loop", "_waiters")
 
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        # Waiters in order of arrival, with their deadlines (loop time; None: no limit).
+        # Ones that timed out or were cancelled stay until a release or the timer
+        # passes them.
+        self._waiters: deque[tuple[asyncio.Future[None] | _Waiter, float | None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def free(self) -> int:
+        """Slots nobody holds (0 while anyone waits)."""
+        return self._free
+
+    async def acquire(self, timeout: float | None) -> None:
+        """Take a slot: at once when one is free (no scheduling round trip), else wait
+        at most ``timeout`` seconds (``TimeoutError``)."""
+        if self._free > 0:  # only when nobody waits: a release hands its slot over
+            self._free -= 1
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            await self._wait_off_asyncio(timeout)
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        deadline = None if timeout is None else loop.time() + timeout
+        self._waiters.append((future, deadline))
+        if deadline is not None:
+            self._arm(loop, deadline)
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release()  # handed a slot as the wait was cancelled: pass it on
+            raise
+
+    async def _wait_off_asyncio(self, timeout: float | None) -> None:
+        waiter = _Waiter()
+        self._waiters.append((waiter, None))
+        try:
+            if timeout is None:
+                await waiter.event.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:
+                self.release()
+            waiter.gave_up = True
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the longest waiter if anyone waits."""
+        waiters = self._waiters
+        while waiters:
+            waiter, _ = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        else:
+            self._free += 1
+        if not waiters and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make sure the timer goes off by ``deadline``."""
+        if self._timer is not None:
+            if self._timer_loop is loop and self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(deadline, self._expire)
+        self._timer_at, self._timer_loop = deadline, loop
+
+    def _expire(self) -> None:
+        """Fail the waits whose deadline has passed; arm the timer for the next one."""
+        loop = self._timer_loop
+        assert loop is not None
+        self._timer = None
+        due = max(self._timer_at, loop.time())  # a timer may go off a little early
+        waiting: deque[tuple[asyncio.Future[None] | _Waiter, float | None]] = deque()
+        earliest: float | None = None
+        for waiter, deadline in self._waiters:
+            if waiter.done():
+                continue
+            if deadline is not None:
+                if deadline <= due:
+                    assert isinstance(waiter, asyncio.Future)
+                    waiter.set_exception(TimeoutError())
+                    continue
+                if earliest is None or deadline < earliest:
+                    earliest = deadline
+            waiting.append((waiter, deadline))
+        self._waiters = waiting
+        if earliest is not None:
+            self._arm(loop, earliest)
 
 
 def _number(value: str | None) -> float | None:
@@ -158,11 +256,11 @@ class RunSlots:
         if limit < 1:
             raise ValueError("max_concurrent_runs must be at least 1")
         self.limit = limit
-        self._slots: dict[Hashable, anyio.Semaphore] = {}
+        self._slots: dict[Hashable, Slots] = {}
 
-    def for_key(self, key: Hashable) -> anyio.Semaphore:
-        """The semaphore of ``key`` (a company)."""
+    def for_key(self, key: Hashable) -> Slots:
+        """The slots of ``key`` (a company)."""
         slots = self._slots.get(key)
         if slots is None:
-            slots = self._slots[key] = anyio.Semaphore(self.limit)
+            slots = self._slots[key] = Slots(self.limit)
         return slots

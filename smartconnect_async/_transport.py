@@ -19,7 +19,7 @@ import attrs
 
 from . import _retry
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
-from ._limits import GateClosed, RateGate, RunSlots, acquire_within
+from ._limits import GateClosed, RateGate, RunSlots
 from ._redact import redact
 from ._tokens import TokenCache, TokenKey
 from .exceptions import (
@@ -338,7 +338,7 @@ class Transport:
             if call.is_run and principal is not None:
                 slot = self.run_slots.for_key(principal.key.company_id)
                 try:
-                    await acquire_within(slot, limits.pool)
+                    await slot.acquire(limits.pool)
                 except TimeoutError:
                     raise APITimeoutError(
                         f"{call.endpoint} for map {call.map_key}: no run slot came free "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 
-from smartconnect_async._limits import GateClosed, RateGate, RunSlots, acquire_within
+from smartconnect_async._limits import GateClosed, RateGate, RunSlots, Slots
 
 
 class Clock:
@@ -92,47 +94,145 @@ async def test_a_wait_longer_than_the_limit_raises_gate_closed() -> None:
 
 @pytest.mark.anyio
 async def test_run_slot_wait_is_bounded() -> None:
-    slots = RunSlots(1)
-    semaphore = slots.for_key("C")
-    await acquire_within(semaphore, None)
+    slots = RunSlots(1).for_key("C")
+    await slots.acquire(None)
     with pytest.raises(TimeoutError):
-        await acquire_within(semaphore, 0.05)
-    semaphore.release()
+        await slots.acquire(0.05)
+    slots.release()
     with anyio.fail_after(1):
-        await acquire_within(semaphore, 0.05)
+        await slots.acquire(0.05)
+    assert slots.free == 0
+
+
+def test_each_company_has_its_own_slots() -> None:
+    run_slots = RunSlots(2)
+    assert run_slots.for_key("A") is run_slots.for_key("A")
+    assert run_slots.for_key("A") is not run_slots.for_key("B")
+    assert run_slots.for_key("B").free == 2
 
 
 @pytest.mark.anyio
 async def test_a_slot_released_during_the_wait_is_taken() -> None:
-    semaphore = anyio.Semaphore(1)
-    await acquire_within(semaphore, None)
+    slots = Slots(1)
+    await slots.acquire(None)
     taken = anyio.Event()
 
     async def waiter() -> None:
-        await acquire_within(semaphore, 5.0)
+        await slots.acquire(5.0)
         taken.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
         assert not taken.is_set()
-        semaphore.release()
+        slots.release()
         with anyio.fail_after(1):
             await taken.wait()
-    assert semaphore.value == 0  # the waiter holds it
+    assert slots.free == 0  # the waiter holds it
+
+
+@pytest.mark.anyio
+async def test_slots_go_to_waiters_in_order_of_arrival() -> None:
+    slots = Slots(1)
+    await slots.acquire(None)
+    order: list[int] = []
+
+    async def waiter(number: int) -> None:
+        await slots.acquire(5.0)
+        order.append(number)
+        slots.release()
+
+    async with anyio.create_task_group() as tg:
+        for number in range(5):
+            tg.start_soon(waiter, number)
+            await anyio.wait_all_tasks_blocked()  # queued in this order
+        slots.release()
+    assert order == [0, 1, 2, 3, 4]
+    assert slots.free == 1
+
+
+@pytest.mark.anyio
+async def test_waits_time_out_by_their_own_deadlines() -> None:
+    slots = Slots(1)
+    await slots.acquire(None)
+    outcomes: list[tuple[str, str]] = []
+    two_timed_out = anyio.Event()
+
+    async def waiter(name: str, timeout: float | None) -> None:
+        try:
+            await slots.acquire(timeout)
+        except TimeoutError:
+            outcomes.append((name, "timed out"))
+            if len(outcomes) == 2:
+                two_timed_out.set()
+        else:
+            outcomes.append((name, "took a slot"))
+
+    async with anyio.create_task_group() as tg:
+        # The later deadline arrives first, the earlier one after it, and one waits
+        # without a limit: the two with a deadline time out, the earlier one first.
+        tg.start_soon(waiter, "long", 0.3)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "short", 0.05)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "patient", None)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(2):
+            await two_timed_out.wait()
+        assert outcomes == [("short", "timed out"), ("long", "timed out")]
+        slots.release()  # the patient waiter gets it
+    assert outcomes[2:] == [("patient", "took a slot")]
+    assert slots.free == 0
 
 
 @pytest.mark.anyio
 async def test_a_cancelled_wait_raises_cancellation_and_takes_no_slot() -> None:
-    semaphore = anyio.Semaphore(1)
-    await acquire_within(semaphore, None)
+    slots = Slots(1)
+    await slots.acquire(None)
     with anyio.move_on_after(0.05) as scope:
-        await acquire_within(semaphore, 5.0)  # the outer scope ends first: no TimeoutError
+        await slots.acquire(5.0)  # the outer scope ends first: no TimeoutError
     assert scope.cancelled_caught
-    semaphore.release()
-    assert semaphore.value == 1  # nothing was taken by the cancelled waiter
-    await acquire_within(semaphore, 0.05)
-    assert semaphore.value == 0
+    slots.release()
+    assert slots.free == 1  # nothing was taken by the cancelled waiter
+    await slots.acquire(0.05)
+    assert slots.free == 0
+
+
+def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
+    async def scenario() -> None:
+        slots = Slots(1)
+        await slots.acquire(None)
+        first = asyncio.ensure_future(slots.acquire(5.0))
+        second = asyncio.ensure_future(slots.acquire(5.0))
+        await asyncio.sleep(0)
+        slots.release()  # handed to the first waiter...
+        first.cancel()  # ...cancelled before it could run
+        await asyncio.wait_for(second, 1)
+        assert first.cancelled()
+        assert slots.free == 0  # the second waiter holds the only slot
+        slots.release()
+        assert slots.free == 1
+
+    asyncio.run(scenario())
+
+
+def test_slot_deadlines_hold_on_a_second_event_loop() -> None:
+    slots = Slots(1)
+
+    async def leave_a_waiter() -> None:
+        await slots.acquire(None)
+        # Arms the timer on this loop, for a deadline before the next loop's wait ends.
+        waiter = asyncio.ensure_future(slots.acquire(0.1))
+        await asyncio.sleep(0)
+        assert not waiter.done()  # asyncio.run cancels it when this returns
+
+    async def time_out() -> None:
+        with pytest.raises(TimeoutError):
+            await slots.acquire(0.2)
+
+    asyncio.run(leave_a_waiter())
+    asyncio.run(asyncio.wait_for(time_out(), 2))
+    assert slots.free == 0  # still held by the first loop's caller
 
 
 def test_run_slots_need_a_positive_limit() -> None:
