@@ -12,7 +12,9 @@ import anyio
 
 from ._tokens import TokenKey, hash_password, make_token
 from ._transport import Call, Principal, Transport
+from .auth import get_token_call
 from .exceptions import UnknownMapError
+from .maps import list_call
 from .models import Credentials, MapInfo, Timeout, Token
 
 if TYPE_CHECKING:
@@ -72,8 +74,6 @@ class Session:
         self.directory = directories.setdefault(key, MapDirectory())
 
     async def _fetch_token(self) -> Token:
-        from .auth import get_token_call
-
         obtained = self.transport.tokens.clock()
         value = await self.transport.call(get_token_call(self), self.principal)
         return make_token(
@@ -115,8 +115,6 @@ class Session:
         self, *, timeout: Timeout | float | None = None, max_retries: int | None = None
     ) -> list[MapInfo]:
         """Fetch the map list and remember it for name lookups."""
-        from .maps import list_call
-
         maps = await self.call(list_call(), timeout=timeout, max_retries=max_retries)
         self.directory.update(maps)
         return maps

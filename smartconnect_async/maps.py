@@ -58,9 +58,12 @@ def _parse_mapped_columns(body: bytes) -> list[Column]:
     return parse_columns(body, "the GetMappedMapColumns answer")
 
 
+_LIST_CALL = Call("GetMapList", parse_map_list)  # a Call is frozen: one serves every call
+
+
 def list_call() -> Call[list[MapInfo]]:
     """``GetMapList``: the maps the API can run (real-time maps are never listed)."""
-    return Call("GetMapList", parse_map_list)
+    return _LIST_CALL
 
 
 def columns_call(map_key: str) -> Call[list[Column]]:
