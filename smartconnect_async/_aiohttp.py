@@ -81,7 +81,8 @@ class AiohttpBackend:
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         # Requests in flight, each holding a connection: taken here, under the pool
-        # timeout alone (aiohttp would count waiting for the pool as connecting).
+        # timeout alone (aiohttp would count waiting for the pool as connecting), and
+        # fairly between companies (aiohttp's own queue is first come, first served).
         self._in_flight = Slots(max_connections)
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -101,7 +102,7 @@ class AiohttpBackend:
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         try:
-            await self._in_flight.acquire(t.pool)
+            await self._in_flight.acquire(t.pool, request.group)
         except TimeoutError:
             raise BackendFailure(
                 FailureKind.POOL_TIMEOUT, f"all {self._max_connections} connections busy"
@@ -126,7 +127,7 @@ class AiohttpBackend:
             finally:
                 response.release()
         finally:
-            self._in_flight.release()
+            self._in_flight.release(request.group)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -63,6 +63,9 @@ class BackendRequest:
     headers: Mapping[str, str]
     content: bytes | None
     timeout: Timeout
+    group: str | None = None
+    """Whose call this is (a company): when every connection is busy, groups take turns
+    for the next free one (the aiohttp backend; httpx has a pool of its own)."""
 
 
 class BackendResponse(Protocol):

@@ -33,24 +33,32 @@ class _Waiter:
         self.event.set()
 
 
-class Slots:
-    """A first-come, first-served semaphore whose waits are bounded by a timeout.
+_Entry = tuple["asyncio.Future[None] | _Waiter", "float | None"]
+"""A waiter and its deadline (loop time; None: no limit)."""
 
-    A released slot goes straight to the longest waiter. On asyncio a waiter is a bare
-    future and one timer, armed for the earliest deadline, serves every waiter: with many
-    more callers than slots most calls wait here, and a timer (or ``asyncio.timeout``)
-    per waiter costs more than the wait itself. Off asyncio a waiter is an anyio event
-    under ``fail_after``.
+
+class Slots:
+    """A semaphore whose waits are bounded by a timeout and fair between groups.
+
+    Waiters of one group (a company) are served in order of arrival, and groups take
+    turns: a released slot goes to the longest waiter of the next group in line, so a
+    burst of one company's calls holds another company's next call back by at most one
+    slot per waiting group, not by the whole burst.
+
+    On asyncio a waiter is a bare future and one timer, armed for the earliest deadline,
+    serves every waiter: with many more callers than slots most calls wait here, and a
+    timer (or ``asyncio.timeout``) per waiter costs more than the wait itself. Off
+    asyncio a waiter is an anyio event under ``fail_after``.
     """
 
-    __slots__ = ("_free", "_timer", "_timer_at", "_timer_loop", "_waiters")
+    __slots__ = ("_free", "_queues", "_timer", "_timer_at", "_timer_loop")
 
     def __init__(self, limit: int) -> None:
         self._free = limit
-        # Waiters in order of arrival, with their deadlines (loop time; None: no limit).
-        # Ones that timed out or were cancelled stay until a release or the timer
+        # Per group, its waiters in order of arrival; the groups in their turn order.
+        # Waiters that timed out or were cancelled stay until a release or the timer
         # passes them.
-        self._waiters: deque[tuple[asyncio.Future[None] | _Waiter, float | None]] = deque()
+        self._queues: dict[Hashable, deque[_Entry]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -60,32 +68,38 @@ class Slots:
         """Slots nobody holds (0 while anyone waits)."""
         return self._free
 
-    async def acquire(self, timeout: float | None) -> None:
-        """Take a slot: at once when one is free (no scheduling round trip), else wait
-        at most ``timeout`` seconds (``TimeoutError``)."""
+    async def acquire(self, timeout: float | None, group: Hashable = None) -> None:
+        """Take a slot: at once when one is free (no scheduling round trip), else wait,
+        in ``group``'s line, at most ``timeout`` seconds (``TimeoutError``)."""
         if self._free > 0:  # only when nobody waits: a release hands its slot over
             self._free -= 1
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            await self._wait_off_asyncio(timeout)
+            await self._wait_off_asyncio(timeout, group)
             return
         future: asyncio.Future[None] = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
-        self._waiters.append((future, deadline))
+        self._line(group).append((future, deadline))
         if deadline is not None:
             self._arm(loop, deadline)
         try:
             await future
         except BaseException:
             if future.done() and not future.cancelled() and future.exception() is None:
-                self.release()  # handed a slot as the wait was cancelled: pass it on
+                self.release(group)  # handed a slot as the wait was cancelled: pass it on
             raise
 
-    async def _wait_off_asyncio(self, timeout: float | None) -> None:
+    def _line(self, group: Hashable) -> deque[_Entry]:
+        line = self._queues.get(group)
+        if line is None:
+            line = self._queues[group] = deque()
+        return line
+
+    async def _wait_off_asyncio(self, timeout: float | None, group: Hashable) -> None:
         waiter = _Waiter()
-        self._waiters.append((waiter, None))
+        self._line(group).append((waiter, None))
         try:
             if timeout is None:
                 await waiter.event.wait()
@@ -94,21 +108,34 @@ class Slots:
                     await waiter.event.wait()
         except BaseException:
             if waiter.granted:
-                self.release()
+                self.release(group)
             waiter.gave_up = True
             raise
 
-    def release(self) -> None:
-        """Give a slot back: to the longest waiter if anyone waits."""
-        waiters = self._waiters
-        while waiters:
-            waiter, _ = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+    def release(self, group: Hashable = None) -> None:
+        """Give back a slot taken for ``group``: to the longest waiter of the next group
+        in line, if anyone waits (``group``, having had its turn, goes to the back)."""
+        queues = self._queues
+        line = queues.get(group)
+        if line is not None and len(queues) > 1:
+            del queues[group]
+            queues[group] = line
+        while queues:
+            group = next(iter(queues))
+            line = queues[group]
+            waiter, _ = line.popleft()
+            if waiter.done():  # gave up waiting
+                if not line:
+                    del queues[group]
+                continue
+            del queues[group]
+            if line:
+                queues[group] = line  # served: to the back of the line of groups
+            waiter.set_result(None)
+            break
         else:
             self._free += 1
-        if not waiters and self._timer is not None:
+        if not queues and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
@@ -127,20 +154,24 @@ class Slots:
         assert loop is not None
         self._timer = None
         due = max(self._timer_at, loop.time())  # a timer may go off a little early
-        waiting: deque[tuple[asyncio.Future[None] | _Waiter, float | None]] = deque()
         earliest: float | None = None
-        for waiter, deadline in self._waiters:
-            if waiter.done():
-                continue
-            if deadline is not None:
-                if deadline <= due:
-                    assert isinstance(waiter, asyncio.Future)
-                    waiter.set_exception(TimeoutError())
+        for group, line in list(self._queues.items()):
+            waiting: deque[_Entry] = deque()
+            for waiter, deadline in line:
+                if waiter.done():
                     continue
-                if earliest is None or deadline < earliest:
-                    earliest = deadline
-            waiting.append((waiter, deadline))
-        self._waiters = waiting
+                if deadline is not None:
+                    if deadline <= due:
+                        assert isinstance(waiter, asyncio.Future)
+                        waiter.set_exception(TimeoutError())
+                        continue
+                    if earliest is None or deadline < earliest:
+                        earliest = deadline
+                waiting.append((waiter, deadline))
+            if waiting:
+                self._queues[group] = waiting  # keeps the group's turn
+            else:
+                del self._queues[group]
         if earliest is not None:
             self._arm(loop, earliest)
 

@@ -294,7 +294,9 @@ class Transport:
             quoted = self._quoted[value] = quote(value, safe="")
         return quoted
 
-    def _request(self, call: Call[T], token: Token | None, timeout: Timeout) -> BackendRequest:
+    def _request(
+        self, call: Call[T], token: Token | None, timeout: Timeout, group: str | None
+    ) -> BackendRequest:
         query = call.query if token is None else (("token", token.value), *call.query)
         url = f"{self.api_url}/{call.endpoint}"
         if query:
@@ -302,7 +304,9 @@ class Transport:
         headers = {"Accept": call.accept, "User-Agent": _USER_AGENT}
         if call.content_type is not None:
             headers["Content-Type"] = call.content_type
-        return BackendRequest(url=url, headers=headers, content=call.body, timeout=timeout)
+        return BackendRequest(
+            url=url, headers=headers, content=call.body, timeout=timeout, group=group
+        )
 
     async def _open(
         self,
@@ -319,6 +323,7 @@ class Transport:
         retries_allowed = self.max_retries if max_retries is None else max_retries
         if retries_allowed < 0:
             raise ValueError("max_retries must not be negative")
+        group = principal.key.company_id if principal is not None else None
         retries = 0
         refreshed = False
         attempt = 0
@@ -331,7 +336,7 @@ class Transport:
                 if principal is None:
                     raise RuntimeError(f"{call.endpoint} needs credentials")
                 token = await self.token(principal)
-            request = self._request(call, token, limits)
+            request = self._request(call, token, limits, group)
             gate_key = principal.key if principal is not None else self.api_url
             await self._wait_for_gate(call, gate_key, limits)
             slot = None

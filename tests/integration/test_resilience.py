@@ -209,6 +209,31 @@ async def test_reads_are_not_held_by_run_slots(
     assert len(emulator.runs) == 1
 
 
+@pytest.mark.combos(("aiohttp", "asyncio"))
+async def test_companies_take_turns_for_busy_connections(
+    make_client: MakeClient, emulator: Emulator, alice02: Credentials
+) -> None:
+    demo01 = make_client(max_connections=1)
+    demo02 = demo01.with_credentials(alice02)
+    for client in (demo01, demo02):
+        await client.auth.get_token()
+    emulator.set_faults([{"kind": "latency", "ms": 80, "endpoints": ["GetMapList"]}])
+    finished: list[str] = []
+
+    async def list_maps(client: SmartConnect, name: str) -> None:
+        await client.maps.list()
+        finished.append(name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for index in range(4):  # a burst of DEMO01 on the one connection...
+                group.start_soon(list_maps, demo01, f"DEMO01 #{index + 1}")
+                await anyio.wait_all_tasks_blocked()
+            group.start_soon(list_maps, demo02, "DEMO02")  # ...then one DEMO02 call
+    # DEMO02 waits for the call in flight, not for the whole burst.
+    assert finished == ["DEMO01 #1", "DEMO02", "DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
+
+
 @pytest.mark.combos(("httpx", "asyncio"))
 async def test_waiting_for_a_run_slot_is_bounded_by_the_timeout(
     make_client: MakeClient, emulator: Emulator

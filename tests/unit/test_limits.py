@@ -151,6 +151,71 @@ async def test_slots_go_to_waiters_in_order_of_arrival() -> None:
     assert slots.free == 1
 
 
+async def _service_order(holder: str | None, queued: list[tuple[str, str]]) -> list[str]:
+    """Who gets a one-slot ``Slots`` in turn: ``holder``'s group holds it while the
+    ``(name, group)`` waiters queue in this order, then releases it; each waiter releases
+    it again at once."""
+    slots = Slots(1)
+    await slots.acquire(None, holder)
+    order: list[str] = []
+
+    async def waiter(name: str, group: str) -> None:
+        await slots.acquire(5.0, group)
+        order.append(name)
+        slots.release(group)
+
+    async with anyio.create_task_group() as tg:
+        for name, group in queued:
+            tg.start_soon(waiter, name, group)
+            await anyio.wait_all_tasks_blocked()
+        slots.release(holder)
+    assert slots.free == 1
+    return order
+
+
+@pytest.mark.anyio
+async def test_groups_take_turns_for_released_slots() -> None:
+    # A burst of company A, then one call each of B and C: B and C wait one turn each,
+    # not behind the whole burst; A's calls keep their order.
+    queued = [("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("c1", "C")]
+    assert await _service_order(None, queued) == ["a1", "b1", "c1", "a2", "a3"]
+
+
+@pytest.mark.anyio
+async def test_the_group_that_releases_goes_to_the_back_of_the_line() -> None:
+    # A holds the slot without having waited: when it gives it back, B goes first.
+    queued = [("a2", "A"), ("a3", "A"), ("b1", "B")]
+    assert await _service_order("A", queued) == ["b1", "a2", "a3"]
+
+
+@pytest.mark.anyio
+async def test_a_group_whose_waiters_gave_up_loses_no_slot() -> None:
+    slots = Slots(1)
+    await slots.acquire(None)
+    order: list[str] = []
+
+    async def waiter(name: str, group: str, timeout: float) -> None:
+        try:
+            await slots.acquire(timeout, group)
+        except TimeoutError:
+            order.append(f"{name} timed out")
+            return
+        order.append(name)
+        slots.release(group)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "a1", "A", 0.05)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "b1", "B", 5.0)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "a2", "A", 5.0)
+        await anyio.wait_all_tasks_blocked()
+        await anyio.sleep(0.2)  # a1 gives up; A's line now starts with a2
+        slots.release()
+    assert order == ["a1 timed out", "a2", "b1"]
+    assert slots.free == 1
+
+
 @pytest.mark.anyio
 async def test_waits_time_out_by_their_own_deadlines() -> None:
     slots = Slots(1)
