@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -95,40 +93,59 @@ class AiohttpBackend:
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         return self._session
 
-    @asynccontextmanager
-    async def send(self, request: BackendRequest) -> AsyncIterator[_AiohttpResponse]:
-        t = request.timeout
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
-        )
-        try:
-            await self._in_flight.acquire(t.pool, request.group)
-        except TimeoutError:
-            raise BackendFailure(
-                FailureKind.POOL_TIMEOUT, f"all {self._max_connections} connections busy"
-            ) from None
-        try:
-            options: dict[str, Any] = {
-                "data": request.content,
-                "headers": dict(request.headers),
-                "timeout": timeout,
-                "allow_redirects": False,
-            }
-            try:
-                # encoded=True: the query is already percent-encoded; re-quoting could
-                # turn %2B back into a "+", which the server reads as a space.
-                response = await self._get_session().request(
-                    "POST", URL(request.url, encoded=True), **options
-                )
-            except _ERRORS as exc:
-                raise _failure(exc) from None
-            try:
-                yield _AiohttpResponse(response)
-            finally:
-                response.release()
-        finally:
-            self._in_flight.release(request.group)
+    def send(self, request: BackendRequest) -> _Exchange:
+        return _Exchange(self, request)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class _Exchange:
+    """``async with backend.send(request) as response``: a connection slot taken, the
+    request sent, the response's connection and the slot given back on exit. (A class,
+    not ``@asynccontextmanager``: entering and leaving a generator-based context costs
+    more, on every call.)"""
+
+    __slots__ = ("_backend", "_request", "_response")
+
+    def __init__(self, backend: AiohttpBackend, request: BackendRequest) -> None:
+        self._backend = backend
+        self._request = request
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> _AiohttpResponse:
+        backend, request = self._backend, self._request
+        t = request.timeout
+        try:
+            await backend._in_flight.acquire(t.pool, request.group)
+        except TimeoutError:
+            raise BackendFailure(
+                FailureKind.POOL_TIMEOUT, f"all {backend._max_connections} connections busy"
+            ) from None
+        try:
+            # encoded=True: the query is already percent-encoded; re-quoting could turn
+            # %2B back into a "+", which the server reads as a space.
+            self._response = await backend._get_session().request(
+                "POST",
+                URL(request.url, encoded=True),
+                data=request.content,
+                headers=dict(request.headers),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+                ),
+                allow_redirects=False,
+            )
+        except BaseException as exc:
+            backend._in_flight.release(request.group)
+            if isinstance(exc, _ERRORS):
+                raise _failure(exc) from None
+            raise
+        return _AiohttpResponse(self._response)
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            if self._response is not None:
+                self._response.release()
+        finally:
+            self._backend._in_flight.release(self._request.group)

@@ -98,8 +98,12 @@ class Principal:
     secrets: tuple[str, ...] = attrs.field(repr=False)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+def _moment(epoch_seconds: float | None) -> datetime:
+    """A ``time.time()`` reading as an aware UTC datetime (``None``: now). Attempts
+    record the float; only an error that reports the moment converts it."""
+    if epoch_seconds is None:
+        return datetime.now(timezone.utc)
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc)
 
 
 @attrs.frozen
@@ -109,7 +113,7 @@ class _Opened:
     response: BackendResponse
     body: bytes | None
     token: Token | None
-    sent_at: datetime
+    sent_at: float  # time.time()
     attempt: int
     result: object = None  # what an incremental parser made of the body
 
@@ -235,7 +239,7 @@ class Transport:
             f"{message}; the request was processed but its result could not be read",
             endpoint=call.endpoint,
             map_key=call.map_key,
-            sent_at=opened.sent_at,
+            sent_at=_moment(opened.sent_at),
             attempt=opened.attempt,
             request_id=request_id,
         )
@@ -352,7 +356,7 @@ class Transport:
                         endpoint=call.endpoint,
                         sent=False,
                     ) from None
-            sent_at = _utc_now()
+            sent_at = time.time()
             started = time.perf_counter()
             status: int | None = None
             request_id: str | None = None
@@ -513,7 +517,7 @@ class Transport:
         body: bytes,
         principal: Principal | None,
         token: Token | None,
-        sent_at: datetime,
+        sent_at: float,
         attempt: int,
     ) -> SmartConnectError:
         status = response.status
@@ -528,7 +532,7 @@ class Transport:
                 f"{message}; the request may have been processed and was not sent again",
                 endpoint=call.endpoint,
                 map_key=call.map_key,
-                sent_at=sent_at,
+                sent_at=_moment(sent_at),
                 attempt=attempt,
                 status_code=status,
                 request_id=request_id,
@@ -554,7 +558,7 @@ class Transport:
         failure: BackendFailure,
         principal: Principal | None,
         token: Token | None,
-        sent_at: datetime | None,
+        sent_at: float | None,
         attempt: int,
     ) -> SmartConnectError:
         where = f" for map {call.map_key}" if call.map_key else ""
@@ -565,7 +569,7 @@ class Transport:
                 "and was not sent again",
                 endpoint=call.endpoint,
                 map_key=call.map_key,
-                sent_at=sent_at or _utc_now(),
+                sent_at=_moment(sent_at),
                 attempt=attempt,
             )
         cls = APITimeoutError if failure.kind.timeout else APIConnectionError
