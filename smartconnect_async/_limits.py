@@ -4,6 +4,8 @@ how many runs one company may have in flight at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -33,8 +35,7 @@ class _Waiter:
         self.event.set()
 
 
-_Entry = tuple["asyncio.Future[None] | _Waiter", "float | None"]
-"""A waiter and its deadline (loop time; None: no limit)."""
+_Line = deque["asyncio.Future[None] | _Waiter"]
 
 
 class Slots:
@@ -45,20 +46,32 @@ class Slots:
     burst of one company's calls holds another company's next call back by at most one
     slot per waiting group, not by the whole burst.
 
-    On asyncio a waiter is a bare future and one timer, armed for the earliest deadline,
-    serves every waiter: with many more callers than slots most calls wait here, and a
-    timer (or ``asyncio.timeout``) per waiter costs more than the wait itself. Off
-    asyncio a waiter is an anyio event under ``fail_after``.
+    On asyncio a waiter is a bare future, and one timer, armed for the earliest
+    deadline (a heap of them), serves every waiter: with many more callers than slots
+    most calls wait here, and a timer (or ``asyncio.timeout``) per waiter costs more
+    than the wait itself. Off asyncio a waiter is an anyio event under ``fail_after``.
+    Waiters that gave up stay in their line until a release passes them.
     """
 
-    __slots__ = ("_free", "_queues", "_timer", "_timer_at", "_timer_loop")
+    __slots__ = (
+        "_deadlines",
+        "_free",
+        "_queues",
+        "_sequence",
+        "_timed_waiters",
+        "_timer",
+        "_timer_at",
+        "_timer_loop",
+    )
 
     def __init__(self, limit: int) -> None:
         self._free = limit
         # Per group, its waiters in order of arrival; the groups in their turn order.
-        # Waiters that timed out or were cancelled stay until a release or the timer
-        # passes them.
-        self._queues: dict[Hashable, deque[_Entry]] = {}
+        self._queues: dict[Hashable, _Line] = {}
+        # (deadline in loop time, arrival number, waiter): a heap, earliest first.
+        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sequence = 0
+        self._timed_waiters = 0  # waiters with a deadline still waiting
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -80,18 +93,34 @@ class Slots:
             await self._wait_off_asyncio(timeout, group)
             return
         future: asyncio.Future[None] = loop.create_future()
-        deadline = None if timeout is None else loop.time() + timeout
-        self._line(group).append((future, deadline))
-        if deadline is not None:
-            self._arm(loop, deadline)
+        self._line(group).append(future)
+        if timeout is None:
+            await self._wait(future)
+            return
+        deadline = loop.time() + timeout
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * self._timed_waiters + 64:
+            # Mostly waiters long served: keep the heap as small as the crowd.
+            deadlines[:] = [entry for entry in deadlines if not entry[2].done()]
+            heapq.heapify(deadlines)
+        self._sequence += 1
+        heapq.heappush(deadlines, (deadline, self._sequence, future))
+        self._arm(loop, deadline)
+        self._timed_waiters += 1
+        try:
+            await self._wait(future)
+        finally:
+            self._timed_waiters -= 1
+
+    async def _wait(self, future: asyncio.Future[None]) -> None:
         try:
             await future
         except BaseException:
             if future.done() and not future.cancelled() and future.exception() is None:
-                self.release(group)  # handed a slot as the wait was cancelled: pass it on
+                self._hand_over()  # granted as the wait was cancelled: pass it on
             raise
 
-    def _line(self, group: Hashable) -> deque[_Entry]:
+    def _line(self, group: Hashable) -> _Line:
         line = self._queues.get(group)
         if line is None:
             line = self._queues[group] = deque()
@@ -99,7 +128,7 @@ class Slots:
 
     async def _wait_off_asyncio(self, timeout: float | None, group: Hashable) -> None:
         waiter = _Waiter()
-        self._line(group).append((waiter, None))
+        self._line(group).append(waiter)
         try:
             if timeout is None:
                 await waiter.event.wait()
@@ -108,7 +137,7 @@ class Slots:
                     await waiter.event.wait()
         except BaseException:
             if waiter.granted:
-                self.release(group)
+                self._hand_over()
             waiter.gave_up = True
             raise
 
@@ -120,18 +149,26 @@ class Slots:
         if line is not None and len(queues) > 1:
             del queues[group]
             queues[group] = line
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give a free slot to the longest waiter of the group first in line."""
+        queues = self._queues
         while queues:
             group = next(iter(queues))
             line = queues[group]
-            waiter, _ = line.popleft()
+            waiter = line.popleft()
+            if not line:
+                del queues[group]
             if waiter.done():  # gave up waiting
-                if not line:
-                    del queues[group]
                 continue
-            del queues[group]
-            if line:
-                queues[group] = line  # served: to the back of the line of groups
-            waiter.set_result(None)
+            if line:  # served: to the back of the line of groups
+                del queues[group]
+                queues[group] = line
+            try:
+                waiter.set_result(None)
+            except RuntimeError:  # its event loop is closed: nobody will take it
+                continue
             break
         else:
             self._free += 1
@@ -154,26 +191,14 @@ class Slots:
         assert loop is not None
         self._timer = None
         due = max(self._timer_at, loop.time())  # a timer may go off a little early
-        earliest: float | None = None
-        for group, line in list(self._queues.items()):
-            waiting: deque[_Entry] = deque()
-            for waiter, deadline in line:
-                if waiter.done():
-                    continue
-                if deadline is not None:
-                    if deadline <= due:
-                        assert isinstance(waiter, asyncio.Future)
-                        waiter.set_exception(TimeoutError())
-                        continue
-                    if earliest is None or deadline < earliest:
-                        earliest = deadline
-                waiting.append((waiter, deadline))
-            if waiting:
-                self._queues[group] = waiting  # keeps the group's turn
-            else:
-                del self._queues[group]
-        if earliest is not None:
-            self._arm(loop, earliest)
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= due or deadlines[0][2].done()):
+            waiter = heapq.heappop(deadlines)[2]
+            if not waiter.done():
+                with contextlib.suppress(RuntimeError):  # its event loop is closed
+                    waiter.set_exception(TimeoutError())
+        if deadlines:
+            self._arm(loop, deadlines[0][0])
 
 
 def _number(value: str | None) -> float | None:

@@ -217,7 +217,7 @@ async def test_companies_take_turns_for_busy_connections(
     demo02 = demo01.with_credentials(alice02)
     for client in (demo01, demo02):
         await client.auth.get_token()
-    emulator.set_faults([{"kind": "latency", "ms": 80, "endpoints": ["GetMapList"]}])
+    emulator.set_faults([{"kind": "latency", "ms": 150, "endpoints": ["GetMapList"]}])
     finished: list[str] = []
 
     async def list_maps(client: SmartConnect, name: str) -> None:

@@ -300,6 +300,43 @@ def test_slot_deadlines_hold_on_a_second_event_loop() -> None:
     assert slots.free == 0  # still held by the first loop's caller
 
 
+def test_a_waiter_abandoned_with_its_event_loop_does_not_hold_up_the_next_loop() -> None:
+    slots = Slots(1)
+
+    async def hold_and_leave_a_waiter() -> None:
+        await slots.acquire(None)
+        waiter = asyncio.ensure_future(slots.acquire(0.1))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(hold_and_leave_a_waiter())
+    first.close()  # the waiter is neither served nor cancelled
+
+    async def wait_then_release() -> None:
+        with pytest.raises(TimeoutError):
+            await slots.acquire(0.2)  # its own deadline, on this loop
+        slots.release()  # the abandoned waiter cannot take it
+        assert slots.free == 1
+
+    asyncio.run(asyncio.wait_for(wait_then_release(), 2))
+
+
+def test_served_waiters_leave_no_deadlines_behind() -> None:
+    async def scenario() -> int:
+        slots = Slots(1)
+        await slots.acquire(None)
+        waiters = []
+        for _ in range(1000):
+            waiters.append(asyncio.ensure_future(slots.acquire(60.0)))
+            await asyncio.sleep(0)
+            slots.release()  # serves the one waiting
+        await asyncio.gather(*waiters)
+        return len(slots._deadlines)
+
+    assert asyncio.run(scenario()) <= 64 + 2
+
+
 def test_run_slots_need_a_positive_limit() -> None:
     with pytest.raises(ValueError, match="max_concurrent_runs"):
         RunSlots(0)
