@@ -281,45 +281,32 @@ def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
     asyncio.run(scenario())
 
 
-def test_slot_deadlines_hold_on_a_second_event_loop() -> None:
-    slots = Slots(1)
-
-    async def leave_a_waiter() -> None:
-        await slots.acquire(None)
-        # Arms the timer on this loop, for a deadline before the next loop's wait ends.
-        waiter = asyncio.ensure_future(slots.acquire(0.1))
-        await asyncio.sleep(0)
-        assert not waiter.done()  # asyncio.run cancels it when this returns
-
-    async def time_out() -> None:
-        with pytest.raises(TimeoutError):
-            await slots.acquire(0.2)
-
-    asyncio.run(leave_a_waiter())
-    asyncio.run(asyncio.wait_for(time_out(), 2))
-    assert slots.free == 0  # still held by the first loop's caller
-
-
-def test_a_waiter_abandoned_with_its_event_loop_does_not_hold_up_the_next_loop() -> None:
+@pytest.mark.parametrize("first_loop_end", ["run", "close"])
+def test_slot_deadlines_hold_on_a_second_event_loop(first_loop_end: str) -> None:
     slots = Slots(1)
 
     async def hold_and_leave_a_waiter() -> None:
         await slots.acquire(None)
+        # Arms the timer on this loop, for a deadline before the next loop's wait ends.
         waiter = asyncio.ensure_future(slots.acquire(0.1))
         await asyncio.sleep(0)
         assert not waiter.done()
 
-    first = asyncio.new_event_loop()
-    first.run_until_complete(hold_and_leave_a_waiter())
-    first.close()  # the waiter is neither served nor cancelled
+    if first_loop_end == "run":
+        asyncio.run(hold_and_leave_a_waiter())  # cancels the waiter as it ends
+    else:
+        first = asyncio.new_event_loop()
+        first.run_until_complete(hold_and_leave_a_waiter())
+        first.close()  # the waiter is neither served nor cancelled
 
-    async def wait_then_release() -> None:
+    async def time_out_then_release() -> None:
         with pytest.raises(TimeoutError):
             await slots.acquire(0.2)  # its own deadline, on this loop
-        slots.release()  # the abandoned waiter cannot take it
+        assert slots.free == 0  # still held by the first loop's caller
+        slots.release()  # the first loop's waiter cannot take it
         assert slots.free == 1
 
-    asyncio.run(asyncio.wait_for(wait_then_release(), 2))
+    asyncio.run(asyncio.wait_for(time_out_then_release(), 2))
 
 
 def test_served_waiters_leave_no_deadlines_behind() -> None:
