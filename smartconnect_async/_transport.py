@@ -98,11 +98,9 @@ class Principal:
     secrets: tuple[str, ...] = attrs.field(repr=False)
 
 
-def _moment(epoch_seconds: float | None) -> datetime:
-    """A ``time.time()`` reading as an aware UTC datetime (``None``: now). Attempts
-    record the float; only an error that reports the moment converts it."""
-    if epoch_seconds is None:
-        return datetime.now(timezone.utc)
+def _moment(epoch_seconds: float) -> datetime:
+    """A ``time.time()`` reading as an aware UTC datetime. Attempts record the float;
+    only an error that reports the moment converts it."""
     return datetime.fromtimestamp(epoch_seconds, timezone.utc)
 
 
@@ -558,7 +556,7 @@ class Transport:
         failure: BackendFailure,
         principal: Principal | None,
         token: Token | None,
-        sent_at: float | None,
+        sent_at: float,
         attempt: int,
     ) -> SmartConnectError:
         where = f" for map {call.map_key}" if call.map_key else ""
