@@ -5,6 +5,7 @@ as soon as a single cold call's."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Sequence
@@ -138,8 +139,10 @@ async def _storm(
 
 def _one_round(server: Emulator, name: str, turn: int, plan: Plan, checks: Checks) -> StormSample:
     logins = server.companies[: plan.storm_companies]
+    gc.collect()  # as before every measured batch: earlier garbage is not this round's
     single = asyncio.run(_single(server.api_url, logins[0], name))
     server.reset_counters()
+    gc.collect()
     first, first_each, total, errors = asyncio.run(
         _storm(server.api_url, logins, plan.storm_calls, name)
     )

@@ -80,7 +80,8 @@ class AiohttpBackend:
         self._session: aiohttp.ClientSession | None = None
         # Requests in flight, each holding a connection: taken here, under the pool
         # timeout alone (aiohttp would count waiting for the pool as connecting), and
-        # fairly between companies (aiohttp's own queue is first come, first served).
+        # fairly between companies (aiohttp's own queue is first come, first served),
+        # with one kept free for each company whose calls are under way and hold none.
         self._in_flight = Slots(max_connections)
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -95,6 +96,12 @@ class AiohttpBackend:
 
     def send(self, request: BackendRequest) -> _Exchange:
         return _Exchange(self, request)
+
+    def announce(self, group: str) -> None:
+        self._in_flight.announce(group)
+
+    def withdraw(self, group: str) -> None:
+        self._in_flight.withdraw(group)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -100,6 +100,16 @@ class Backend(Protocol):
         """Close the connections (only those the backend owns)."""
         ...
 
+    def announce(self, group: str) -> None:
+        """A call of ``group`` (a company) is under way and will ask for a connection,
+        perhaps after waiting for its token: the backend may keep one free for it while
+        it holds none, so that another company's burst cannot take them all first."""
+        ...
+
+    def withdraw(self, group: str) -> None:
+        """Undo one ``announce``: the call ended, or pauses without a connection."""
+        ...
+
 
 def _on_asyncio() -> bool:
     try:
@@ -145,6 +155,15 @@ class AutoBackend:
         if self._backend is None:
             self._backend = self._pick()
         return self._backend.send(request)
+
+    def announce(self, group: str) -> None:
+        if self._backend is None:
+            self._backend = self._pick()
+        self._backend.announce(group)
+
+    def withdraw(self, group: str) -> None:
+        if self._backend is not None:
+            self._backend.withdraw(group)
 
     async def aclose(self) -> None:
         if self._backend is not None:

@@ -105,6 +105,12 @@ class HttpxBackend:
         finally:
             await response.aclose()
 
+    def announce(self, group: str) -> None:
+        """httpx keeps its own pool: no connection is kept for anyone."""
+
+    def withdraw(self, group: str) -> None:
+        pass
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()

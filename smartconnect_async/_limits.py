@@ -46,6 +46,11 @@ class Slots:
     burst of one company's calls holds another company's next call back by at most one
     slot per waiting group, not by the whole burst.
 
+    A group can also be *announced* before it asks (a company whose calls wait for
+    their token): while an announced group holds no slot, one free slot is kept for it,
+    so that another group's burst cannot take every slot just before it asks. Only the
+    free slots are kept, never more than one per such group.
+
     On asyncio a waiter is a bare future, and one timer, armed for the earliest
     deadline (a heap of them), serves every waiter: with many more callers than slots
     most calls wait here, and a timer (or ``asyncio.timeout``) per waiter costs more
@@ -54,10 +59,13 @@ class Slots:
     """
 
     __slots__ = (
+        "_announced",
         "_deadlines",
         "_free",
+        "_held",
         "_queues",
         "_sequence",
+        "_starving",
         "_timed_waiters",
         "_timer",
         "_timer_at",
@@ -68,6 +76,9 @@ class Slots:
         self._free = limit
         # Per group, its waiters in order of arrival; the groups in their turn order.
         self._queues: dict[Hashable, _Line] = {}
+        self._held: dict[Hashable, int] = {}  # slots held, per group holding any
+        self._announced: dict[Hashable, int] = {}  # announcements, per group with any
+        self._starving = 0  # announced groups holding no slot: a free slot kept for each
         # (deadline in loop time, arrival number, waiter): a heap, earliest first.
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
         self._sequence = 0
@@ -78,14 +89,43 @@ class Slots:
 
     @property
     def free(self) -> int:
-        """Slots nobody holds (0 while anyone waits)."""
+        """Slots nobody holds."""
         return self._free
 
+    def _may_take(self, group: Hashable) -> bool:
+        """Whether ``group`` may take a slot now (beyond those kept for others)."""
+        free = self._free
+        return free > self._starving or (
+            free > 0 and group in self._announced and group not in self._held
+        )
+
+    def announce(self, group: Hashable) -> None:
+        """A call of ``group`` is under way and will ask for a slot: while ``group``
+        holds none, keep one free for it. Undone by ``withdraw``."""
+        announced = self._announced
+        count = announced.get(group, 0)
+        announced[group] = count + 1
+        if not count and group not in self._held:
+            self._starving += 1
+
+    def withdraw(self, group: Hashable) -> None:
+        """Undo one ``announce`` (the call ended, or pauses without wanting a slot)."""
+        announced = self._announced
+        count = announced[group] - 1
+        if count:
+            announced[group] = count
+            return
+        del announced[group]
+        if group not in self._held:
+            self._starving -= 1
+            self._serve()  # the slot kept for it may go to a waiter
+
     async def acquire(self, timeout: float | None, group: Hashable = None) -> None:
-        """Take a slot: at once when one is free (no scheduling round trip), else wait,
-        in ``group``'s line, at most ``timeout`` seconds (``TimeoutError``)."""
-        if self._free > 0:  # only when nobody waits: a release hands its slot over
+        """Take a slot: at once when one may be taken (no scheduling round trip), else
+        wait, in ``group``'s line, at most ``timeout`` seconds (``TimeoutError``)."""
+        if self._may_take(group):  # then no waiter may: each is served as it may
             self._free -= 1
+            self._take(group)
             return
         try:
             loop = asyncio.get_running_loop()
@@ -95,7 +135,7 @@ class Slots:
         future: asyncio.Future[None] = loop.create_future()
         self._line(group).append(future)
         if timeout is None:
-            await self._wait(future)
+            await self._wait(future, group)
             return
         deadline = loop.time() + timeout
         deadlines = self._deadlines
@@ -108,16 +148,16 @@ class Slots:
         self._arm(loop, deadline)
         self._timed_waiters += 1
         try:
-            await self._wait(future)
+            await self._wait(future, group)
         finally:
             self._timed_waiters -= 1
 
-    async def _wait(self, future: asyncio.Future[None]) -> None:
+    async def _wait(self, future: asyncio.Future[None], group: Hashable) -> None:
         try:
             await future
         except BaseException:
             if future.done() and not future.cancelled() and future.exception() is None:
-                self._hand_over()  # granted as the wait was cancelled: pass it on
+                self._give_back(group)  # granted as the wait was cancelled: pass it on
             raise
 
     def _line(self, group: Hashable) -> _Line:
@@ -137,25 +177,50 @@ class Slots:
                     await waiter.event.wait()
         except BaseException:
             if waiter.granted:
-                self._hand_over()
+                self._give_back(group)
             waiter.gave_up = True
             raise
 
     def release(self, group: Hashable = None) -> None:
         """Give back a slot taken for ``group``: to the longest waiter of the next group
-        in line, if anyone waits (``group``, having had its turn, goes to the back)."""
+        in line that may take it (``group``, having had its turn, goes to the back)."""
         queues = self._queues
         line = queues.get(group)
         if line is not None and len(queues) > 1:
             del queues[group]
             queues[group] = line
-        self._hand_over()
+        self._give_back(group)
 
-    def _hand_over(self) -> None:
-        """Give a free slot to the longest waiter of the group first in line."""
+    def _take(self, group: Hashable) -> None:
+        held = self._held.get(group, 0)
+        self._held[group] = held + 1
+        if not held and group in self._announced:
+            self._starving -= 1
+
+    def _give_back(self, group: Hashable) -> None:
+        """``group`` no longer holds one of its slots: serve the next waiter with it."""
+        held = self._held[group] - 1
+        if held:
+            self._held[group] = held
+        else:
+            del self._held[group]
+            if group in self._announced:
+                self._starving += 1
+        self._free += 1
+        self._serve()
+
+    def _serve(self) -> None:
+        """Give free slots to waiters that may take them: the longest waiter of the
+        first group in line, or, while the free slots are all kept for announced groups,
+        of the first such group in line."""
         queues = self._queues
-        while queues:
-            group = next(iter(queues))
+        while queues and self._free > 0:
+            if self._free > self._starving:
+                group = next(iter(queues))
+            else:
+                group = next((g for g in queues if self._may_take(g)), _NOBODY)
+                if group is _NOBODY:
+                    break
             line = queues[group]
             waiter = line.popleft()
             if not line:
@@ -169,9 +234,8 @@ class Slots:
                 waiter.set_result(None)
             except RuntimeError:  # its event loop is closed: nobody will take it
                 continue
-            break
-        else:
-            self._free += 1
+            self._free -= 1
+            self._take(group)
         if not queues and self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -199,6 +263,9 @@ class Slots:
                     waiter.set_exception(TimeoutError())
         if deadlines:
             self._arm(loop, deadlines[0][0])
+
+
+_NOBODY = object()
 
 
 def _number(value: str | None) -> float | None:

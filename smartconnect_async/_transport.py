@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timezone
 from typing import Generic, Protocol, TypeVar
@@ -326,108 +326,129 @@ class Transport:
         if retries_allowed < 0:
             raise ValueError("max_retries must not be negative")
         group = principal.key.company_id if principal is not None else None
-        retries = 0
-        refreshed = False
-        attempt = 0
-        while True:
-            if self.closed:
-                raise ClientClosedError("the SmartConnect client is closed")
-            attempt += 1
-            token = None
-            if call.authenticated:
-                if principal is None:
-                    raise RuntimeError(f"{call.endpoint} needs credentials")
-                token = await self.token(principal)
-            request = self._request(call, token, limits, group)
-            gate_key = principal.key if principal is not None else self.api_url
-            await self._wait_for_gate(call, gate_key, limits)
-            slot = None
-            if call.is_run and principal is not None:
-                slot = self.run_slots.for_key(principal.key.company_id)
+        if group is not None:
+            # Its token may be on the way: the backend keeps a connection for it.
+            self.backend.announce(group)
+        try:
+            retries = 0
+            refreshed = False
+            attempt = 0
+            while True:
+                if self.closed:
+                    raise ClientClosedError("the SmartConnect client is closed")
+                attempt += 1
+                token = None
+                if call.authenticated:
+                    if principal is None:
+                        raise RuntimeError(f"{call.endpoint} needs credentials")
+                    token = await self.token(principal)
+                request = self._request(call, token, limits, group)
+                gate_key = principal.key if principal is not None else self.api_url
+                if self.rate_gate.admit(gate_key):  # not admitted at once
+                    await self._wait_for_gate(call, gate_key, limits, group)
+                slot = None
+                if call.is_run and principal is not None:
+                    slot = self.run_slots.for_key(principal.key.company_id)
+                    try:
+                        await slot.acquire(limits.pool)
+                    except TimeoutError:
+                        raise APITimeoutError(
+                            f"{call.endpoint} for map {call.map_key}: no run slot came free "
+                            f"within {limits.pool:g}s ({self.run_slots.limit} runs of company "
+                            f"{principal.key.company_id} were in flight); nothing was sent",
+                            endpoint=call.endpoint,
+                            sent=False,
+                        ) from None
+                sent_at = time.time()
+                started = time.perf_counter()
+                status: int | None = None
+                request_id: str | None = None
+                error: SmartConnectError
                 try:
-                    await slot.acquire(limits.pool)
-                except TimeoutError:
-                    raise APITimeoutError(
-                        f"{call.endpoint} for map {call.map_key}: no run slot came free "
-                        f"within {limits.pool:g}s ({self.run_slots.limit} runs of company "
-                        f"{principal.key.company_id} were in flight); nothing was sent",
-                        endpoint=call.endpoint,
-                        sent=False,
-                    ) from None
-            sent_at = time.time()
-            started = time.perf_counter()
-            status: int | None = None
-            request_id: str | None = None
-            error: SmartConnectError
-            try:
-                if keep is None:
-                    async with self.backend.send(request) as response:
-                        status = response.status
-                        request_id = response.headers.get("x-request-id")
-                        self.rate_gate.observe(gate_key, status, response.headers)
-                        if (
-                            call.incremental is not None
-                            and 200 <= status < 300
-                            and "html" not in response.headers.get("content-type", "").lower()
-                        ):
-                            result = await self._consume(call, response, principal, token)
-                            self._log_attempt(call, attempt, status, started, request_id)
-                            return _Opened(response, None, token, sent_at, attempt, result)
-                        body = await response.read()
-                else:
-                    attempt_stack = AsyncExitStack()
-                    async with attempt_stack:
-                        response = await attempt_stack.enter_async_context(
-                            self.backend.send(request)
-                        )
-                        status = response.status
-                        request_id = response.headers.get("x-request-id")
-                        self.rate_gate.observe(gate_key, status, response.headers)
-                        if 200 <= status < 300:
-                            keep.push_async_exit(attempt_stack.pop_all())
-                            body = b""
-                        else:
+                    if keep is None:
+                        async with self.backend.send(request) as response:
+                            status = response.status
+                            request_id = response.headers.get("x-request-id")
+                            self.rate_gate.observe(gate_key, status, response.headers)
+                            if (
+                                call.incremental is not None
+                                and 200 <= status < 300
+                                and "html" not in response.headers.get("content-type", "").lower()
+                            ):
+                                result = await self._consume(call, response, principal, token)
+                                self._log_attempt(call, attempt, status, started, request_id)
+                                return _Opened(response, None, token, sent_at, attempt, result)
                             body = await response.read()
-                if 200 <= status < 300:
-                    self._log_attempt(call, attempt, status, started, request_id)
-                    return _Opened(
-                        response, body if keep is None else None, token, sent_at, attempt
+                    else:
+                        attempt_stack = AsyncExitStack()
+                        async with attempt_stack:
+                            response = await attempt_stack.enter_async_context(
+                                self.backend.send(request)
+                            )
+                            status = response.status
+                            request_id = response.headers.get("x-request-id")
+                            self.rate_gate.observe(gate_key, status, response.headers)
+                            if 200 <= status < 300:
+                                keep.push_async_exit(attempt_stack.pop_all())
+                                body = b""
+                            else:
+                                body = await response.read()
+                    if 200 <= status < 300:
+                        self._log_attempt(call, attempt, status, started, request_id)
+                        return _Opened(
+                            response, body if keep is None else None, token, sent_at, attempt
+                        )
+                    error = self._status_error(
+                        call, response, body, principal, token, sent_at, attempt
                     )
-                error = self._status_error(call, response, body, principal, token, sent_at, attempt)
-            except BackendFailure as failure:
-                error = self._failure_error(call, failure, principal, token, sent_at, attempt)
-            finally:
-                if slot is not None:
-                    slot.release()
-            self._log_attempt(call, attempt, status, started, request_id, error)
+                except BackendFailure as failure:
+                    error = self._failure_error(call, failure, principal, token, sent_at, attempt)
+                finally:
+                    if slot is not None:
+                        slot.release()
+                self._log_attempt(call, attempt, status, started, request_id, error)
 
-            if isinstance(error, AuthenticationError) and token is not None:
-                if call.refresh_on_401 and not refreshed and principal is not None:
-                    refreshed = True
-                    await self.tokens.invalidate(principal.key, token)
-                    continue
-                raise error
-            delay = self._retry_delay(call, error, retries, retries_allowed)
-            if delay is None:
-                raise error
-            retries += 1
-            logger.warning(
-                "retrying %s%s in %.2fs (retry %d of %d) after %s",
-                call.endpoint,
-                f" for map {call.map_key}" if call.map_key else "",
-                delay,
-                retries,
-                retries_allowed,
-                error,
-            )
-            await anyio.sleep(delay)
+                if isinstance(error, AuthenticationError) and token is not None:
+                    if call.refresh_on_401 and not refreshed and principal is not None:
+                        refreshed = True
+                        await self.tokens.invalidate(principal.key, token)
+                        continue
+                    raise error
+                delay = self._retry_delay(call, error, retries, retries_allowed)
+                if delay is None:
+                    raise error
+                retries += 1
+                logger.warning(
+                    "retrying %s%s in %.2fs (retry %d of %d) after %s",
+                    call.endpoint,
+                    f" for map {call.map_key}" if call.map_key else "",
+                    delay,
+                    retries,
+                    retries_allowed,
+                    error,
+                )
+                if group is not None:
+                    self.backend.withdraw(group)  # needs no connection while it sleeps
+                try:
+                    await anyio.sleep(delay)
+                finally:
+                    if group is not None:
+                        self.backend.announce(group)
+        finally:
+            if group is not None:
+                self.backend.withdraw(group)
 
-    async def _wait_for_gate(self, call: Call[T], key: object, limits: Timeout) -> None:
-        """Wait while the server's rate limit is spent; raise ``RateLimitError`` when the
-        wait would be longer than ``MAX_RETRY_AFTER`` or the call's pool timeout."""
+    async def _wait_for_gate(
+        self, call: Call[T], key: Hashable, limits: Timeout, group: str | None
+    ) -> None:
+        """Wait while the server's rate limit is spent (``rate_gate.admit`` said so);
+        raise ``RateLimitError`` when the wait would be longer than ``MAX_RETRY_AFTER``
+        or the call's pool timeout."""
         limit = _retry.MAX_RETRY_AFTER
         if limits.pool is not None:
             limit = min(limit, limits.pool)
+        if group is not None:
+            self.backend.withdraw(group)  # needs no connection while the gate is shut
         try:
             await self.rate_gate.wait(key, limit)
         except GateClosed as closed:
@@ -441,6 +462,9 @@ class Transport:
                 body="",
                 retry_after=closed.seconds,
             ) from None
+        finally:
+            if group is not None:
+                self.backend.announce(group)
 
     async def _consume(
         self,

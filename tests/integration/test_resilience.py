@@ -218,6 +218,17 @@ async def test_companies_take_turns_for_busy_connections(
     for client in (demo01, demo02):
         await client.auth.get_token()
     emulator.set_faults([{"kind": "latency", "ms": 150, "endpoints": ["GetMapList"]}])
+    # A burst of DEMO01 queued call by call on the one connection, then one DEMO02 call:
+    # DEMO02 waits for the call in flight, not for the whole burst.
+    finished = await _finishing_order(demo01, demo02, one_by_one=True)
+    assert finished == ["DEMO01 #1", "DEMO02", "DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
+
+
+async def _finishing_order(
+    demo01: SmartConnect, demo02: SmartConnect, *, one_by_one: bool
+) -> list[str]:
+    """The order in which four DEMO01 ``maps.list`` calls and then one DEMO02 call
+    finish; with ``one_by_one`` each call is queued before the next one starts."""
     finished: list[str] = []
 
     async def list_maps(client: SmartConnect, name: str) -> None:
@@ -226,12 +237,28 @@ async def test_companies_take_turns_for_busy_connections(
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
-            for index in range(4):  # a burst of DEMO01 on the one connection...
+            for index in range(4):
                 group.start_soon(list_maps, demo01, f"DEMO01 #{index + 1}")
-                await anyio.wait_all_tasks_blocked()
-            group.start_soon(list_maps, demo02, "DEMO02")  # ...then one DEMO02 call
-    # DEMO02 waits for the call in flight, not for the whole burst.
-    assert finished == ["DEMO01 #1", "DEMO02", "DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
+                if one_by_one:
+                    await anyio.wait_all_tasks_blocked()
+            group.start_soon(list_maps, demo02, "DEMO02")
+    return finished
+
+
+@pytest.mark.combos(("aiohttp", "asyncio"))
+async def test_a_connection_is_kept_for_a_company_waiting_for_its_token(
+    make_client: MakeClient, emulator: Emulator, alice02: Credentials
+) -> None:
+    # Both companies are cold: while their GetTokens are out, DEMO01's token comes back
+    # and its burst wants every connection. One is kept for DEMO02, whose call then goes
+    # out in the first round instead of behind DEMO01's next call.
+    demo01 = make_client(max_connections=2)
+    demo02 = demo01.with_credentials(alice02)
+    emulator.set_faults([{"kind": "latency", "ms": 150, "endpoints": ["GetToken", "GetMapList"]}])
+    finished = await _finishing_order(demo01, demo02, one_by_one=False)
+    assert sorted(finished[:2]) == ["DEMO01 #1", "DEMO02"]
+    assert finished[2:] == ["DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
+    assert emulator.counters.token_calls == {"DEMO01": 1, "DEMO02": 1}
 
 
 @pytest.mark.combos(("httpx", "asyncio"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -151,6 +152,18 @@ async def test_slots_go_to_waiters_in_order_of_arrival() -> None:
     assert slots.free == 1
 
 
+def _note_turn(slots: Slots, order: list[str]) -> Callable[[str, str], Awaitable[None]]:
+    """A waiter for ``slots``: takes a slot for ``group``, notes ``name`` in ``order``,
+    and gives the slot back at once."""
+
+    async def waiter(name: str, group: str) -> None:
+        await slots.acquire(5.0, group)
+        order.append(name)
+        slots.release(group)
+
+    return waiter
+
+
 async def _service_order(holder: str | None, queued: list[tuple[str, str]]) -> list[str]:
     """Who gets a one-slot ``Slots`` in turn: ``holder``'s group holds it while the
     ``(name, group)`` waiters queue in this order, then releases it; each waiter releases
@@ -158,12 +171,7 @@ async def _service_order(holder: str | None, queued: list[tuple[str, str]]) -> l
     slots = Slots(1)
     await slots.acquire(None, holder)
     order: list[str] = []
-
-    async def waiter(name: str, group: str) -> None:
-        await slots.acquire(5.0, group)
-        order.append(name)
-        slots.release(group)
-
+    waiter = _note_turn(slots, order)
     async with anyio.create_task_group() as tg:
         for name, group in queued:
             tg.start_soon(waiter, name, group)
@@ -322,6 +330,123 @@ def test_served_waiters_leave_no_deadlines_behind() -> None:
         return len(slots._deadlines)
 
     assert asyncio.run(scenario()) <= 64 + 2
+
+
+# ---- slots kept for announced groups ----------------------------------------------
+
+
+async def _taken_at_once(slots: Slots, group: str) -> bool:
+    """Whether ``group`` gets a slot without waiting (it keeps it if so)."""
+    try:
+        with anyio.fail_after(0.05):
+            await slots.acquire(None, group)
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_a_free_slot_is_kept_for_an_announced_group_holding_none() -> None:
+    slots = Slots(3)
+    slots.announce("B")  # B's call waits for its token, say
+    assert await _taken_at_once(slots, "A")
+    assert await _taken_at_once(slots, "A")
+    assert not await _taken_at_once(slots, "A")  # the last free slot is B's
+    assert await _taken_at_once(slots, "B")
+    assert slots.free == 0
+
+
+@pytest.mark.anyio
+async def test_one_slot_is_kept_however_often_a_group_is_announced() -> None:
+    slots = Slots(3)
+    for _ in range(5):
+        slots.announce("B")
+    assert await _taken_at_once(slots, "A")
+    assert await _taken_at_once(slots, "A")
+    assert not await _taken_at_once(slots, "A")
+    assert slots.free == 1
+
+
+@pytest.mark.anyio
+async def test_no_slot_is_kept_for_a_group_that_holds_one() -> None:
+    slots = Slots(3)
+    slots.announce("B")
+    assert await _taken_at_once(slots, "B")
+    assert await _taken_at_once(slots, "A")
+    assert await _taken_at_once(slots, "A")  # B holds one: nothing kept for it
+    slots.release("B")  # B holds none again, and is still announced
+    assert not await _taken_at_once(slots, "A")
+    assert await _taken_at_once(slots, "B")
+
+
+@pytest.mark.anyio
+async def test_a_waiter_gets_the_kept_slot_once_the_group_withdraws() -> None:
+    slots = Slots(1)
+    slots.announce("B")
+    taken = anyio.Event()
+
+    async def waiter() -> None:
+        await slots.acquire(5.0, "A")
+        taken.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert not taken.is_set()
+        slots.withdraw("B")  # B's call ended without asking
+        with anyio.fail_after(1):
+            await taken.wait()
+    assert slots.free == 0
+
+
+@pytest.mark.anyio
+async def test_a_released_slot_goes_past_waiters_to_the_group_it_is_kept_for() -> None:
+    slots = Slots(1)
+    await slots.acquire(None, "A")
+    slots.announce("B")
+    order: list[str] = []
+    waiter = _note_turn(slots, order)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "a2", "A")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "c1", "C")
+        await anyio.wait_all_tasks_blocked()
+        slots.release("A")  # kept for B: neither A nor C may take it
+        await anyio.wait_all_tasks_blocked()
+        assert order == []
+        assert slots.free == 1
+        tg.start_soon(waiter, "b1", "B")  # B asks at last
+        await anyio.wait_all_tasks_blocked()
+        slots.withdraw("B")
+    # B first; then, with nothing kept, the others in their turn order (A, having
+    # released the slot, behind C).
+    assert order == ["b1", "c1", "a2"]
+    assert slots.free == 1
+
+
+@pytest.mark.anyio
+async def test_more_announced_groups_than_slots_still_all_get_served() -> None:
+    slots = Slots(2)
+    groups = [f"G{index}" for index in range(6)]
+    for group in groups:
+        slots.announce(group)
+    served: list[str] = []
+
+    async def call(group: str) -> None:
+        await slots.acquire(5.0, group)
+        await anyio.sleep(0.01)
+        served.append(group)
+        slots.release(group)
+        slots.withdraw(group)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for group in groups:
+                tg.start_soon(call, group)
+    assert sorted(served) == groups
+    assert slots.free == 2
+    assert await _taken_at_once(slots, "A")
+    assert await _taken_at_once(slots, "A")  # nothing kept any more
 
 
 def test_run_slots_need_a_positive_limit() -> None:

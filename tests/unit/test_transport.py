@@ -3,14 +3,19 @@ exceptions with their attributes, retries of reads, connection failures, HTML an
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import anyio
 import httpx
 import pytest
 from unit_support import (
     COLUMNS_JSON,
+    COMPANY,
     GUID_CUSTOMERS,
+    TOKEN,
     SleepRecorder,
     client,
     html_page,
@@ -31,6 +36,7 @@ from smartconnect_async import (
     ServerError,
     SmartConnectError,
 )
+from smartconnect_async._httpx import HttpxBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -368,3 +374,141 @@ async def test_per_client_timeout_reaches_httpx() -> None:
 async def test_negative_max_retries_is_refused() -> None:
     with pytest.raises(ValueError, match="max_retries"):
         client(max_retries=-1)
+
+
+# ---- announcing a company's calls to the backend ------------------------------------
+
+
+class Announcements:
+    """Stands in for the backend's ``announce`` / ``withdraw``: how many calls of each
+    company are announced now, and that number at each sleep and each request."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> None:
+        self.now: Counter[str] = Counter()
+        self.at_sleep: list[int] = []
+        self.at_request: list[int] = []
+        announcements = self
+
+        def announce(_backend: object, group: str) -> None:
+            announcements.now[group] += 1
+
+        def withdraw(_backend: object, group: str) -> None:
+            assert announcements.now[group] > 0, f"{group} withdrawn more than announced"
+            announcements.now[group] -= 1
+
+        async def sleep(delay: float) -> None:
+            self.at_sleep.append(self.now[COMPANY])
+            await sleeps(delay)
+
+        monkeypatch.setattr(HttpxBackend, "announce", announce)
+        monkeypatch.setattr(HttpxBackend, "withdraw", withdraw)
+        monkeypatch.setattr("anyio.sleep", sleep)
+
+    def answer(self, *responses: httpx.Response) -> Callable[[httpx.Request], httpx.Response]:
+        """A respx side effect giving ``responses`` in turn, noting the count each time."""
+        queue = list(responses)
+
+        def respond(_request: httpx.Request) -> httpx.Response:
+            self.at_request.append(self.now[COMPANY])
+            return queue.pop(0)
+
+        return respond
+
+
+@pytest.fixture
+def announcements(monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> Announcements:
+    return Announcements(monkeypatch, sleeps)
+
+
+async def test_a_call_is_announced_while_under_way_and_not_while_it_sleeps(
+    announcements: Announcements,
+) -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").mock(
+            side_effect=announcements.answer(httpx.Response(503), httpx.Response(503), _ok())
+        )
+        async with client(max_retries=2) as sc:
+            assert await sc.maps.columns(GUID_CUSTOMERS) == COLUMNS
+    assert announcements.at_request == [1, 1, 1]
+    assert announcements.at_sleep == [0, 0]  # backing off, it needs no connection
+    assert announcements.now[COMPANY] == 0
+
+
+async def test_a_call_waiting_at_the_rate_gate_is_not_announced(
+    announcements: Announcements,
+) -> None:
+    spent = {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "0.05"}
+    with mock_api() as api:
+        api.post("/GetMapColumns").mock(
+            side_effect=announcements.answer(
+                httpx.Response(200, content=COLUMNS_JSON, headers={**JSON_HEADERS, **spent}),
+                _ok(),
+            )
+        )
+        async with client() as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)
+            await sc.maps.columns(GUID_CUSTOMERS)  # waits for the next window
+    assert announcements.at_request == [1, 1]
+    assert len(announcements.at_sleep) == 1
+    assert announcements.at_sleep == [0]
+    assert announcements.now[COMPANY] == 0
+
+
+async def test_the_token_fetch_is_announced_as_the_company_s_too(
+    announcements: Announcements,
+) -> None:
+    with mock_api(token=None) as api:
+        api.post("/GetToken").mock(
+            side_effect=announcements.answer(httpx.Response(200, json=TOKEN))
+        )
+        api.post("/GetMapColumns").mock(side_effect=announcements.answer(_ok()))
+        async with client() as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)
+    assert announcements.at_request == [2, 1]  # the columns call waits for the token
+    assert announcements.now[COMPANY] == 0
+
+
+async def test_a_call_that_fails_withdraws(announcements: Announcements) -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").respond(404)
+        async with client() as sc:
+            with pytest.raises(NotFoundError):
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert announcements.now[COMPANY] == 0
+
+
+@pytest.mark.parametrize("where", ["sending", "backing off"])
+async def test_a_cancelled_call_withdraws(
+    where: str, announcements: Announcements, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forever = anyio.sleep_forever
+    stalled = anyio.Event()
+
+    async def stall(*_: object) -> httpx.Response:
+        announcements.at_request.append(announcements.now[COMPANY])
+        stalled.set()
+        await forever()
+        raise AssertionError("not reached")
+
+    async def sleep(_delay: float) -> None:
+        announcements.at_sleep.append(announcements.now[COMPANY])
+        stalled.set()
+        await forever()
+
+    monkeypatch.setattr("anyio.sleep", sleep)
+    with mock_api() as api:
+        route = api.post("/GetMapColumns")
+        if where == "sending":
+            route.mock(side_effect=stall)
+        else:
+            route.respond(503)
+        async with client() as sc, anyio.create_task_group() as tg:
+            tg.start_soon(sc.maps.columns, GUID_CUSTOMERS)
+            with anyio.fail_after(5):
+                await stalled.wait()
+            tg.cancel_scope.cancel()
+    if where == "sending":
+        assert announcements.at_request == [1]
+    else:
+        assert announcements.at_sleep == [0]
+    assert announcements.now[COMPANY] == 0
