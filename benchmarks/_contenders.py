@@ -5,7 +5,7 @@ decode, nothing else)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import aiohttp
@@ -13,6 +13,8 @@ import httpx
 
 from smartconnect_async import Credentials, SmartConnect, hash_password
 from smartconnect_async.emulator import IMPORT_CUSTOMERS_KEY
+
+from ._serve import bench_map_key
 
 Operation = Literal["runs.run", "maps.list"]
 OPERATIONS: tuple[Operation, ...] = ("runs.run", "maps.list")
@@ -24,6 +26,12 @@ RAW_AIOHTTP = "raw aiohttp"
 RAW_HTTPX = "raw httpx"
 CONTENDERS = (LIBRARY_DEFAULT, LIBRARY_AIOHTTP, LIBRARY_HTTPX, RAW_AIOHTTP, RAW_HTTPX)
 """Every contender of the per-call benchmarks; ``RAW_AIOHTTP`` is the reference."""
+
+
+def contender_order(name: str) -> tuple[int, str]:
+    """Sort key for reports: the order of ``CONTENDERS``, then any others by name."""
+    return (CONTENDERS.index(name) if name in CONTENDERS else len(CONTENDERS), name)
+
 
 RUN_MAP_KEY = IMPORT_CUSTOMERS_KEY
 """The map ``runs.run`` runs: DEMO01's Import Customers, whose source the benchmark
@@ -38,6 +46,8 @@ class Contender(Protocol):
 
     name: str
     operation: Operation
+    tokens: int
+    """GetToken calls ``start`` makes (one per company)."""
 
     async def start(self) -> None:
         """Make the client and obtain its token."""
@@ -55,7 +65,12 @@ def wire_endpoint(operation: Operation) -> str:
 
 
 class LibraryContender:
-    """``SmartConnect`` with the default configuration (or one named option changed)."""
+    """``SmartConnect`` with the default configuration (or one named option changed).
+
+    With ``spread``, its calls go to those companies in turn (one client each, made with
+    ``with_credentials``: one pool, one token cache) instead of DEMO01 alone; runs run
+    each company's "Import Customers" map.
+    """
 
     def __init__(
         self,
@@ -64,28 +79,36 @@ class LibraryContender:
         credentials: Credentials,
         operation: Operation,
         options: Mapping[str, Any] | None = None,
+        spread: Sequence[Credentials] = (),
     ) -> None:
         self.name = name
         self.operation = operation
         self._api_url = api_url
-        self._credentials = credentials
+        self._logins = tuple(spread) or (credentials,)
+        self.tokens = len(self._logins)
         self._options = dict(options or {})
-        self._client: SmartConnect | None = None
+        self._clients: list[tuple[SmartConnect, str]] = []
+        self._turn = 0
 
     async def start(self) -> None:
-        self._client = SmartConnect(self._api_url, self._credentials, **self._options)
-        await self._client.auth.get_token()
+        root = SmartConnect(self._api_url, self._logins[0], **self._options)
+        clients = [root, *(root.with_credentials(c) for c in self._logins[1:])]
+        for client, login in zip(clients, self._logins, strict=True):
+            await client.auth.get_token()
+            key = RUN_MAP_KEY if login.company_id == "DEMO01" else bench_map_key(login.company_id)
+            self._clients.append((client, key))
 
     async def call(self) -> None:
-        assert self._client is not None
+        client, map_key = self._clients[self._turn % len(self._clients)]
+        self._turn += 1
         if self.operation == "runs.run":
-            await self._client.runs.run(RUN_MAP_KEY)
+            await client.runs.run(map_key)
         else:
-            await self._client.maps.list()
+            await client.maps.list()
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self._clients:
+            await self._clients[0][0].aclose()  # the root client: the shared pool
 
 
 def _token_params(credentials: Credentials) -> dict[str, str]:
@@ -102,6 +125,7 @@ class _Raw:
     ) -> None:
         self.name = name
         self.operation = operation
+        self.tokens = 1
         self._api_url = api_url
         self._credentials = credentials
         self._url = f"{api_url}/{wire_endpoint(operation)}"

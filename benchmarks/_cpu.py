@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from . import _contenders
-from ._contenders import CONTENDERS, OPERATIONS, Contender, Operation
+from ._contenders import CONTENDERS, OPERATIONS, Contender, LibraryContender, Operation
 from ._load import Batch, drive
 from ._plan import Plan
 from ._server import Emulator, emulator
@@ -23,6 +23,13 @@ more CPU per call there, and the full run has to stay within its time budget."""
 LIBRARY_RUNS_UNCAPPED = "library (default, max_concurrent_runs=c)"
 """The default client with its per-company run cap raised to the concurrency: the cap
 (4 by default) is what bounds latency-bound runs, not the client's CPU."""
+
+RUNS_CAP = 4
+"""The default ``max_concurrent_runs``."""
+
+LIBRARY_RUNS_SPREAD = f"library (default, c/{RUNS_CAP} companies)"
+"""The default client, its runs spread over c/4 companies (each within the default cap
+of 4 runs in flight): a batch job running maps for many companies."""
 
 
 @attrs.frozen
@@ -106,14 +113,21 @@ async def _operation(
 ) -> tuple[list[CallSample], list[_Counted]]:
     """Every contender at every (concurrency, calls) point, rounds interleaved."""
     credentials = server.credentials[0]
+    highest = max(c for c, _ in points)
     counted = []
     for name in names:
-        options: dict[str, Any] = {}
-        if name == LIBRARY_RUNS_UNCAPPED:
-            options["max_concurrent_runs"] = max(c for c, _ in points)
-        counted.append(
-            _Counted(_contenders.make(name, server.api_url, credentials, operation, options))
-        )
+        contender: Contender
+        if name == LIBRARY_RUNS_SPREAD:
+            spread = server.companies[: max(highest // RUNS_CAP, 1)]
+            contender = LibraryContender(
+                name, server.api_url, credentials, operation, spread=spread
+            )
+        else:
+            options: dict[str, Any] = {}
+            if name == LIBRARY_RUNS_UNCAPPED:
+                options["max_concurrent_runs"] = highest
+            contender = _contenders.make(name, server.api_url, credentials, operation, options)
+        counted.append(_Counted(contender))
     for c in counted:
         await c.contender.start()
     samples: list[CallSample] = []
@@ -176,7 +190,9 @@ def _check_counters(
         f"{what}: {endpoint} calls counted by the server", counters["calls"].get(endpoint, 0)
     )
     checks.equal(
-        f"{what}: one GetToken per client", counters["calls"].get("GetToken", 0), len(counted)
+        f"{what}: one GetToken per client and company",
+        counters["calls"].get("GetToken", 0),
+        sum(c.contender.tokens for c in counted),
     )
     if operation == "runs.run":
         expect_made(f"{what}: runs executed == run calls made", counters["total_runs"])
@@ -201,11 +217,12 @@ def run_efficiency(plan: Plan, checks: Checks) -> list[CallSample]:
     """Latency-bound efficiency at one concurrency, the emulator adding latency."""
     samples: list[CallSample] = []
     points = [(plan.efficiency_concurrency, plan.efficiency_calls)]
-    with emulator(rows="1", latency_ms=plan.latency_ms) as server:
+    companies = max(plan.efficiency_concurrency // RUNS_CAP, 1)
+    with emulator(rows="1", latency_ms=plan.latency_ms, companies=companies) as server:
         for operation in OPERATIONS:
             names = list(CONTENDERS)
             if operation == "runs.run":
-                names.append(LIBRARY_RUNS_UNCAPPED)
+                names += [LIBRARY_RUNS_UNCAPPED, LIBRARY_RUNS_SPREAD]
             server.reset_counters()
             found, counted = asyncio.run(
                 _operation(

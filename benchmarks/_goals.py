@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import attrs
 
-from ._contenders import CONTENDERS, RAW_AIOHTTP
+from ._contenders import CONTENDERS, RAW_AIOHTTP, contender_order
 from ._cpu import CallSample
 from ._parse import GET_ALL, ITER_ROWS, RAW_EXPAT, ParseSample
 from ._stats import Summary
@@ -146,7 +146,7 @@ def judge(
                     )
                 )
     for op in sorted({s.operation for s in efficiency}, reverse=True):
-        names = sorted({s.contender for s in efficiency if s.operation == op}, key=_order)
+        names = sorted({s.contender for s in efficiency if s.operation == op}, key=contender_order)
         for who in names:
             found = [s for s in efficiency if s.operation == op and s.contender == who]
             summary = Summary.of(s.efficiency for s in found)
@@ -163,10 +163,6 @@ def judge(
     verdicts += _parse_verdicts(parse)
     verdicts += _storm_verdicts(storm)
     return verdicts
-
-
-def _order(name: str) -> int:
-    return CONTENDERS.index(name) if name in CONTENDERS else len(CONTENDERS)
 
 
 def _parse_verdicts(parse: Sequence[ParseSample]) -> list[Verdict]:
@@ -232,7 +228,7 @@ def _parse_verdicts(parse: Sequence[ParseSample]) -> list[Verdict]:
 
 def _storm_verdicts(storm: Sequence[StormSample]) -> list[Verdict]:
     verdicts = []
-    for who in sorted({s.contender for s in storm}, key=_order):
+    for who in sorted({s.contender for s in storm}, key=contender_order):
         found = [s for s in storm if s.contender == who]
         exact = all(
             s.token_calls == s.companies and s.token_calls_max_per_company == 1 for s in found

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from ._contenders import CONTENDERS, RAW_AIOHTTP
+from ._contenders import CONTENDERS, RAW_AIOHTTP, contender_order
 from ._cpu import CallSample
 from ._goals import (
     Verdict,
@@ -125,7 +125,7 @@ def _efficiency_section(samples: Sequence[CallSample]) -> list[str]:
     rows = []
     for op in ("runs.run", "maps.list"):
         chosen = [s for s in samples if s.operation == op]
-        for who in sorted({s.contender for s in chosen}, key=_order):
+        for who in sorted({s.contender for s in chosen}, key=contender_order):
             found = [s for s in chosen if s.contender == who]
             relative = paired(
                 chosen,
@@ -163,10 +163,6 @@ def _efficiency_section(samples: Sequence[CallSample]) -> list[str]:
     return out
 
 
-def _order(name: str) -> int:
-    return CONTENDERS.index(name) if name in CONTENDERS else len(CONTENDERS)
-
-
 def _storm_section(samples: Sequence[StormSample]) -> list[str]:
     if not samples:
         return []
@@ -181,7 +177,7 @@ def _storm_section(samples: Sequence[StormSample]) -> list[str]:
         "",
     ]
     rows = []
-    for who in sorted({s.contender for s in samples}, key=_order):
+    for who in sorted({s.contender for s in samples}, key=contender_order):
         found = [s for s in samples if s.contender == who]
         rows.append(
             [

@@ -36,6 +36,11 @@ def bench_company(index: int) -> tuple[str, str]:
     return f"BENCH{index + 1:02d}", f"user{index + 1:02d}@bench.example"
 
 
+def bench_map_key(company_id: str) -> str:
+    """The MapKey of a benchmark company's "Import Customers" map."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-map-{company_id}"))
+
+
 def add_companies(emulator: Emulator, count: int) -> list[dict[str, str]]:
     """Add ``count`` companies, each with one user and an "Import Customers" map."""
     template = emulator.maps[IMPORT_CUSTOMERS_KEY]
@@ -46,7 +51,7 @@ def add_companies(emulator: Emulator, count: int) -> list[dict[str, str]]:
         emulator.add_user(User(email, BENCH_PASSWORD, (company_id,)))
         emulator.add_map(
             MapDef(
-                key=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-map-{company_id}")),
+                key=bench_map_key(company_id),
                 company_id=company_id,
                 map_id="Import Customers",
                 description=f"Customers of {company_id}",
