@@ -128,7 +128,9 @@ class _Exchange:
             await backend._in_flight.acquire(t.pool, request.group)
         except TimeoutError:
             raise BackendFailure(
-                FailureKind.POOL_TIMEOUT, f"all {backend._max_connections} connections busy"
+                FailureKind.POOL_TIMEOUT,
+                f"no connection of {backend._max_connections} came free (busy, or kept "
+                "for companies whose calls hold none)",
             ) from None
         try:
             # encoded=True: the query is already percent-encoded; re-quoting could turn

@@ -107,6 +107,8 @@ class Slots:
         announced[group] = count + 1
         if not count and group not in self._held:
             self._starving += 1
+            if group in self._queues:
+                self._serve()  # it may take a kept slot now: so may its waiters
 
     def withdraw(self, group: Hashable) -> None:
         """Undo one ``announce`` (the call ended, or pauses without wanting a slot)."""
