@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from smartconnect_async._limits import GateClosed, RateGate, RunSlots, Slots
@@ -451,6 +454,86 @@ async def test_more_announced_groups_than_slots_still_all_get_served() -> None:
     assert slots.free == 2
     assert await _taken_at_once(slots, "A")
     assert await _taken_at_once(slots, "A")  # nothing kept any more
+
+
+def _check_slots(slots: Slots, limit: int, announced: Counter[str]) -> None:
+    """What must hold of ``slots`` between any two steps of its users."""
+    held = slots._held
+    assert slots._free >= 0
+    assert all(count > 0 for count in held.values())
+    assert slots._free + sum(held.values()) == limit  # no slot lost or made up
+    assert slots._announced == +announced
+    assert slots._starving == sum(1 for group in slots._announced if group not in held)
+    if slots._free:  # nobody who may take a free slot is left waiting
+        for group, line in slots._queues.items():
+            waiting = any(not waiter.done() for waiter in line)
+            assert not (waiting and slots._may_take(group)), f"{group} left waiting"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", range(50))
+async def test_slots_keep_their_invariants_under_random_use(seed: int) -> None:
+    # Callers of several groups announce (most of them), acquire (some with a timeout,
+    # some inside a scope that is cancelled), hold, release and withdraw; some announce
+    # and withdraw another group meanwhile. After every step and at the end the books
+    # must balance.
+    rng = random.Random(seed)
+    limit = rng.randint(1, 3)
+    slots = Slots(limit)
+    groups = ["A", "B", "C", "D"][: rng.randint(2, 4)]
+    announced: Counter[str] = Counter()
+
+    def check() -> None:
+        _check_slots(slots, limit, announced)
+
+    async def pause() -> None:
+        await anyio.sleep(rng.choice([0, 0, 0.001, 0.003]))
+        check()
+
+    async def caller(group: str) -> None:
+        announces = rng.random() < 0.7  # else it uses the slots as a plain semaphore
+        if announces:
+            slots.announce(group)
+            announced[group] += 1
+        try:
+            await pause()
+            if rng.random() < 0.3:
+                other = rng.choice(groups)
+                slots.announce(other)
+                announced[other] += 1
+                try:
+                    await pause()
+                finally:
+                    slots.withdraw(other)
+                    announced[other] -= 1
+            with anyio.move_on_after(rng.choice([None, None, 0.002, 0.01])):
+                try:
+                    await slots.acquire(rng.choice([None, 0.0, 0.002, 0.02]), group)
+                except TimeoutError:
+                    return
+                try:
+                    check()
+                    await pause()
+                finally:
+                    slots.release(group)
+            check()
+        finally:
+            if announces:
+                slots.withdraw(group)
+                announced[group] -= 1
+            check()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(rng.randint(3, 12)):
+                tg.start_soon(caller, rng.choice(groups))
+                if rng.random() < 0.5:
+                    await anyio.lowlevel.checkpoint()
+    check()
+    assert slots.free == limit
+    assert not slots._held
+    assert not slots._announced
+    assert not any(not waiter.done() for line in slots._queues.values() for waiter in line)
 
 
 def test_run_slots_need_a_positive_limit() -> None:
