@@ -103,6 +103,12 @@ class AiohttpBackend:
     def withdraw(self, group: str) -> None:
         self._in_flight.withdraw(group)
 
+    def pause(self, group: str) -> None:
+        self._in_flight.pause(group)
+
+    def resume(self, group: str) -> None:
+        self._in_flight.resume(group)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()

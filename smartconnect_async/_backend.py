@@ -107,7 +107,16 @@ class Backend(Protocol):
         ...
 
     def withdraw(self, group: str) -> None:
-        """Undo one ``announce``: the call ended, or pauses without a connection."""
+        """Undo one ``announce``: the call ended."""
+        ...
+
+    def pause(self, group: str) -> None:
+        """A call of ``group`` sleeps (backing off, or at the rate gate) before it can
+        ask: keep no connection for ``group`` meanwhile. Undone by ``resume``."""
+        ...
+
+    def resume(self, group: str) -> None:
+        """Undo one ``pause``."""
         ...
 
 
@@ -157,6 +166,7 @@ class AutoBackend:
         return self._backend.send(request)
 
     def announce(self, group: str) -> None:
+        """Picks the backend if no request has yet (a call's first step)."""
         if self._backend is None:
             self._backend = self._pick()
         self._backend.announce(group)
@@ -164,6 +174,14 @@ class AutoBackend:
     def withdraw(self, group: str) -> None:
         if self._backend is not None:
             self._backend.withdraw(group)
+
+    def pause(self, group: str) -> None:
+        if self._backend is not None:
+            self._backend.pause(group)
+
+    def resume(self, group: str) -> None:
+        if self._backend is not None:
+            self._backend.resume(group)
 
     async def aclose(self) -> None:
         if self._backend is not None:

@@ -49,7 +49,9 @@ class Slots:
     A group can also be *announced* before it asks (a company whose calls wait for
     their token): while an announced group holds no slot, one free slot is kept for it,
     so that another group's burst cannot take every slot just before it asks. Only the
-    free slots are kept, never more than one per such group.
+    free slots are kept, never more than one per such group, and none while the group
+    is *paused* (one of its calls backs off or waits for the server's rate limit, or
+    the fetch of the token its calls wait for does).
 
     On asyncio a waiter is a bare future, and one timer, armed for the earliest
     deadline (a heap of them), serves every waiter: with many more callers than slots
@@ -63,9 +65,10 @@ class Slots:
         "_deadlines",
         "_free",
         "_held",
+        "_kept",
+        "_paused",
         "_queues",
         "_sequence",
-        "_starving",
         "_timed_waiters",
         "_timer",
         "_timer_at",
@@ -78,7 +81,8 @@ class Slots:
         self._queues: dict[Hashable, _Line] = {}
         self._held: dict[Hashable, int] = {}  # slots held, per group holding any
         self._announced: dict[Hashable, int] = {}  # announcements, per group with any
-        self._starving = 0  # announced groups holding no slot: a free slot kept for each
+        self._paused: dict[Hashable, int] = {}  # pauses, per group with any
+        self._kept = 0  # free slots kept: one per announced, unpaused group holding none
         # (deadline in loop time, arrival number, waiter): a heap, earliest first.
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
         self._sequence = 0
@@ -89,38 +93,50 @@ class Slots:
 
     @property
     def free(self) -> int:
-        """Slots nobody holds."""
+        """Slots nobody holds (some may be kept for announced groups)."""
         return self._free
+
+    def _keeps_for(self, group: Hashable) -> bool:
+        """Whether a free slot is kept for ``group``."""
+        return group in self._announced and group not in self._held and group not in self._paused
 
     def _may_take(self, group: Hashable) -> bool:
         """Whether ``group`` may take a slot now (beyond those kept for others)."""
         free = self._free
-        return free > self._starving or (
-            free > 0 and group in self._announced and group not in self._held
-        )
+        return free > self._kept or (free > 0 and self._keeps_for(group))
+
+    def _count(self, counts: dict[Hashable, int], group: Hashable, step: int) -> None:
+        """Count ``group`` up or down in ``counts`` (announcements or pauses), then the
+        slot kept for it; serve whoever may take a slot now."""
+        before = self._keeps_for(group)
+        count = counts.get(group, 0) + step
+        if count:
+            counts[group] = count
+        else:
+            del counts[group]
+        kept = self._keeps_for(group)
+        if kept != before:
+            self._kept += 1 if kept else -1
+            if not kept or group in self._queues:
+                self._serve()
 
     def announce(self, group: Hashable) -> None:
         """A call of ``group`` is under way and will ask for a slot: while ``group``
         holds none, keep one free for it. Undone by ``withdraw``."""
-        announced = self._announced
-        count = announced.get(group, 0)
-        announced[group] = count + 1
-        if not count and group not in self._held:
-            self._starving += 1
-            if group in self._queues:
-                self._serve()  # it may take a kept slot now: so may its waiters
+        self._count(self._announced, group, 1)
 
     def withdraw(self, group: Hashable) -> None:
-        """Undo one ``announce`` (the call ended, or pauses without wanting a slot)."""
-        announced = self._announced
-        count = announced[group] - 1
-        if count:
-            announced[group] = count
-            return
-        del announced[group]
-        if group not in self._held:
-            self._starving -= 1
-            self._serve()  # the slot kept for it may go to a waiter
+        """Undo one ``announce`` (the call ended)."""
+        self._count(self._announced, group, -1)
+
+    def pause(self, group: Hashable) -> None:
+        """A call of ``group`` (or the token fetch its calls wait for) sleeps before it
+        can ask: keep no slot for ``group`` until ``resume``."""
+        self._count(self._paused, group, 1)
+
+    def resume(self, group: Hashable) -> None:
+        """Undo one ``pause``."""
+        self._count(self._paused, group, -1)
 
     async def acquire(self, timeout: float | None, group: Hashable = None) -> None:
         """Take a slot: at once when one may be taken (no scheduling round trip), else
@@ -195,9 +211,9 @@ class Slots:
 
     def _take(self, group: Hashable) -> None:
         held = self._held.get(group, 0)
+        if not held and self._keeps_for(group):
+            self._kept -= 1  # it takes the slot kept for it
         self._held[group] = held + 1
-        if not held and group in self._announced:
-            self._starving -= 1
 
     def _give_back(self, group: Hashable) -> None:
         """``group`` no longer holds one of its slots: serve the next waiter with it."""
@@ -206,8 +222,8 @@ class Slots:
             self._held[group] = held
         else:
             del self._held[group]
-            if group in self._announced:
-                self._starving += 1
+            if self._keeps_for(group):
+                self._kept += 1
         self._free += 1
         self._serve()
 
@@ -217,7 +233,7 @@ class Slots:
         of the first such group in line."""
         queues = self._queues
         while queues and self._free > 0:
-            if self._free > self._starving:
+            if self._free > self._kept:
                 group = next(iter(queues))
             else:
                 group = next((g for g in queues if self._may_take(g)), _NOBODY)

@@ -428,12 +428,12 @@ class Transport:
                     error,
                 )
                 if group is not None:
-                    self.backend.withdraw(group)  # needs no connection while it sleeps
+                    self.backend.pause(group)  # no connection wanted while it sleeps
                 try:
                     await anyio.sleep(delay)
                 finally:
                     if group is not None:
-                        self.backend.announce(group)
+                        self.backend.resume(group)
         finally:
             if group is not None:
                 self.backend.withdraw(group)
@@ -448,7 +448,7 @@ class Transport:
         if limits.pool is not None:
             limit = min(limit, limits.pool)
         if group is not None:
-            self.backend.withdraw(group)  # needs no connection while the gate is shut
+            self.backend.pause(group)  # no connection wanted while the gate is shut
         try:
             await self.rate_gate.wait(key, limit)
         except GateClosed as closed:
@@ -464,7 +464,7 @@ class Transport:
             ) from None
         finally:
             if group is not None:
-                self.backend.announce(group)
+                self.backend.resume(group)
 
     async def _consume(
         self,

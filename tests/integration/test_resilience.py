@@ -225,10 +225,11 @@ async def test_companies_take_turns_for_busy_connections(
 
 
 async def _finishing_order(
-    demo01: SmartConnect, demo02: SmartConnect, *, one_by_one: bool
+    demo01: SmartConnect, demo02: SmartConnect, *, one_by_one: bool, demo02_after: float = 0
 ) -> list[str]:
     """The order in which four DEMO01 ``maps.list`` calls and then one DEMO02 call
-    finish; with ``one_by_one`` each call is queued before the next one starts."""
+    (``demo02_after`` seconds later) finish; with ``one_by_one`` each call is queued
+    before the next one starts."""
     finished: list[str] = []
 
     async def list_maps(client: SmartConnect, name: str) -> None:
@@ -241,6 +242,7 @@ async def _finishing_order(
                 group.start_soon(list_maps, demo01, f"DEMO01 #{index + 1}")
                 if one_by_one:
                     await anyio.wait_all_tasks_blocked()
+            await anyio.sleep(demo02_after)
             group.start_soon(list_maps, demo02, "DEMO02")
     return finished
 
@@ -249,15 +251,16 @@ async def _finishing_order(
 async def test_a_connection_is_kept_for_a_company_waiting_for_its_token(
     make_client: MakeClient, emulator: Emulator, alice02: Credentials
 ) -> None:
-    # Both companies are cold: while their GetTokens are out, DEMO01's token comes back
-    # and its burst wants every connection. One is kept for DEMO02, whose call then goes
-    # out in the first round instead of behind DEMO01's next call.
+    # Both companies are cold; DEMO02's call starts 100 ms after DEMO01's burst. At
+    # 200 ms DEMO01's token is back and its burst takes the free connection (DEMO02's
+    # GetToken holds the other); at 300 ms DEMO02's token is back and its GetToken
+    # gives its connection back: it is kept for DEMO02, whose call then finishes
+    # second (500 ms), not behind DEMO01's next call (at 600 ms).
     demo01 = make_client(max_connections=2)
     demo02 = demo01.with_credentials(alice02)
-    emulator.set_faults([{"kind": "latency", "ms": 150, "endpoints": ["GetToken", "GetMapList"]}])
-    finished = await _finishing_order(demo01, demo02, one_by_one=False)
-    assert sorted(finished[:2]) == ["DEMO01 #1", "DEMO02"]
-    assert finished[2:] == ["DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
+    emulator.set_faults([{"kind": "latency", "ms": 200, "endpoints": ["GetToken", "GetMapList"]}])
+    finished = await _finishing_order(demo01, demo02, one_by_one=False, demo02_after=0.1)
+    assert finished == ["DEMO01 #1", "DEMO02", "DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
     assert emulator.counters.token_calls == {"DEMO01": 1, "DEMO02": 1}
 
 

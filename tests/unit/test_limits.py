@@ -360,6 +360,18 @@ async def test_a_free_slot_is_kept_for_an_announced_group_holding_none() -> None
 
 
 @pytest.mark.anyio
+async def test_no_slot_is_kept_for_a_paused_group() -> None:
+    slots = Slots(2)
+    slots.announce("B")
+    slots.announce("B")
+    slots.pause("B")  # one of B's calls backs off: B asks for nothing meanwhile
+    assert await _taken_at_once(slots, "A")
+    slots.resume("B")
+    assert not await _taken_at_once(slots, "A")  # the last one is B's again
+    assert await _taken_at_once(slots, "B")
+
+
+@pytest.mark.anyio
 async def test_one_slot_is_kept_however_often_a_group_is_announced() -> None:
     slots = Slots(3)
     for _ in range(5):
@@ -456,14 +468,17 @@ async def test_more_announced_groups_than_slots_still_all_get_served() -> None:
     assert await _taken_at_once(slots, "A")  # nothing kept any more
 
 
-def _check_slots(slots: Slots, limit: int, announced: Counter[str]) -> None:
+def _check_slots(slots: Slots, limit: int, announced: Counter[str], paused: Counter[str]) -> None:
     """What must hold of ``slots`` between any two steps of its users."""
     held = slots._held
     assert slots._free >= 0
     assert all(count > 0 for count in held.values())
     assert slots._free + sum(held.values()) == limit  # no slot lost or made up
     assert slots._announced == +announced
-    assert slots._starving == sum(1 for group in slots._announced if group not in held)
+    assert slots._paused == +paused
+    assert slots._kept == sum(
+        1 for group in slots._announced if group not in held and group not in slots._paused
+    )
     if slots._free:  # nobody who may take a free slot is left waiting
         for group, line in slots._queues.items():
             waiting = any(not waiter.done() for waiter in line)
@@ -475,20 +490,36 @@ def _check_slots(slots: Slots, limit: int, announced: Counter[str]) -> None:
 async def test_slots_keep_their_invariants_under_random_use(seed: int) -> None:
     # Callers of several groups announce (most of them), acquire (some with a timeout,
     # some inside a scope that is cancelled), hold, release and withdraw; some announce
-    # and withdraw another group meanwhile. After every step and at the end the books
-    # must balance.
+    # and withdraw another group, or pause and resume a group, meanwhile. After every
+    # step and at the end the books must balance.
     rng = random.Random(seed)
     limit = rng.randint(1, 3)
     slots = Slots(limit)
     groups = ["A", "B", "C", "D"][: rng.randint(2, 4)]
     announced: Counter[str] = Counter()
+    paused: Counter[str] = Counter()
 
     def check() -> None:
-        _check_slots(slots, limit, announced)
+        _check_slots(slots, limit, announced, paused)
 
-    async def pause() -> None:
+    async def step() -> None:
         await anyio.sleep(rng.choice([0, 0, 0.001, 0.003]))
         check()
+
+    async def meanwhile(
+        start: Callable[[str], None],
+        stop: Callable[[str], None],
+        counts: Counter[str],
+        group: str,
+    ) -> None:
+        """``start`` for ``group`` (noted in ``counts``), a step, then ``stop``."""
+        start(group)
+        counts[group] += 1
+        try:
+            await step()
+        finally:
+            stop(group)
+            counts[group] -= 1
 
     async def caller(group: str) -> None:
         announces = rng.random() < 0.7  # else it uses the slots as a plain semaphore
@@ -496,16 +527,11 @@ async def test_slots_keep_their_invariants_under_random_use(seed: int) -> None:
             slots.announce(group)
             announced[group] += 1
         try:
-            await pause()
+            await step()
             if rng.random() < 0.3:
-                other = rng.choice(groups)
-                slots.announce(other)
-                announced[other] += 1
-                try:
-                    await pause()
-                finally:
-                    slots.withdraw(other)
-                    announced[other] -= 1
+                await meanwhile(slots.announce, slots.withdraw, announced, rng.choice(groups))
+            if rng.random() < 0.3:  # backs off, say, or waits for a token that does
+                await meanwhile(slots.pause, slots.resume, paused, rng.choice(groups))
             with anyio.move_on_after(rng.choice([None, None, 0.002, 0.01])):
                 try:
                     await slots.acquire(rng.choice([None, 0.0, 0.002, 0.02]), group)
@@ -513,7 +539,7 @@ async def test_slots_keep_their_invariants_under_random_use(seed: int) -> None:
                     return
                 try:
                     check()
-                    await pause()
+                    await step()
                 finally:
                     slots.release(group)
             check()
@@ -533,6 +559,7 @@ async def test_slots_keep_their_invariants_under_random_use(seed: int) -> None:
     assert slots.free == limit
     assert not slots._held
     assert not slots._announced
+    assert not slots._paused
     assert not any(not waiter.done() for line in slots._queues.values() for waiter in line)
 
 

@@ -380,36 +380,42 @@ async def test_negative_max_retries_is_refused() -> None:
 
 
 class Announcements:
-    """Stands in for the backend's ``announce`` / ``withdraw``: how many calls of each
-    company are announced now, and that number at each sleep and each request."""
+    """Stands in for the backend's ``announce`` / ``withdraw`` / ``pause`` / ``resume``:
+    the company's (announced calls, pauses) now, at each sleep and at each request."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> None:
-        self.now: Counter[str] = Counter()
-        self.at_sleep: list[int] = []
-        self.at_request: list[int] = []
-        announcements = self
+        self.announced: Counter[str] = Counter()
+        self.paused: Counter[str] = Counter()
+        self.at_sleep: list[tuple[int, int]] = []
+        self.at_request: list[tuple[int, int]] = []
 
-        def announce(_backend: object, group: str) -> None:
-            announcements.now[group] += 1
+        def counter(counts: Counter[str], step: int) -> Callable[[object, str], None]:
+            def change(_backend: object, group: str) -> None:
+                counts[group] += step
+                assert counts[group] >= 0, f"{group} undone more often than done"
 
-        def withdraw(_backend: object, group: str) -> None:
-            assert announcements.now[group] > 0, f"{group} withdrawn more than announced"
-            announcements.now[group] -= 1
+            return change
 
         async def sleep(delay: float) -> None:
-            self.at_sleep.append(self.now[COMPANY])
+            self.at_sleep.append(self.now)
             await sleeps(delay)
 
-        monkeypatch.setattr(HttpxBackend, "announce", announce)
-        monkeypatch.setattr(HttpxBackend, "withdraw", withdraw)
+        monkeypatch.setattr(HttpxBackend, "announce", counter(self.announced, 1))
+        monkeypatch.setattr(HttpxBackend, "withdraw", counter(self.announced, -1))
+        monkeypatch.setattr(HttpxBackend, "pause", counter(self.paused, 1))
+        monkeypatch.setattr(HttpxBackend, "resume", counter(self.paused, -1))
         monkeypatch.setattr("anyio.sleep", sleep)
 
+    @property
+    def now(self) -> tuple[int, int]:
+        return self.announced[COMPANY], self.paused[COMPANY]
+
     def answer(self, *responses: httpx.Response) -> Callable[[httpx.Request], httpx.Response]:
-        """A respx side effect giving ``responses`` in turn, noting the count each time."""
+        """A respx side effect giving ``responses`` in turn, noting the counts each time."""
         queue = list(responses)
 
         def respond(_request: httpx.Request) -> httpx.Response:
-            self.at_request.append(self.now[COMPANY])
+            self.at_request.append(self.now)
             return queue.pop(0)
 
         return respond
@@ -420,7 +426,7 @@ def announcements(monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> Ann
     return Announcements(monkeypatch, sleeps)
 
 
-async def test_a_call_is_announced_while_under_way_and_not_while_it_sleeps(
+async def test_a_call_is_announced_while_under_way_and_paused_while_it_backs_off(
     announcements: Announcements,
 ) -> None:
     with mock_api() as api:
@@ -429,12 +435,12 @@ async def test_a_call_is_announced_while_under_way_and_not_while_it_sleeps(
         )
         async with client(max_retries=2) as sc:
             assert await sc.maps.columns(GUID_CUSTOMERS) == COLUMNS
-    assert announcements.at_request == [1, 1, 1]
-    assert announcements.at_sleep == [0, 0]  # backing off, it needs no connection
-    assert announcements.now[COMPANY] == 0
+    assert announcements.at_request == [(1, 0), (1, 0), (1, 0)]
+    assert announcements.at_sleep == [(1, 1), (1, 1)]  # backing off, it asks for nothing
+    assert announcements.now == (0, 0)
 
 
-async def test_a_call_waiting_at_the_rate_gate_is_not_announced(
+async def test_a_call_waiting_at_the_rate_gate_is_paused(
     announcements: Announcements,
 ) -> None:
     spent = {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "0.05"}
@@ -448,10 +454,9 @@ async def test_a_call_waiting_at_the_rate_gate_is_not_announced(
         async with client() as sc:
             await sc.maps.columns(GUID_CUSTOMERS)
             await sc.maps.columns(GUID_CUSTOMERS)  # waits for the next window
-    assert announcements.at_request == [1, 1]
-    assert len(announcements.at_sleep) == 1
-    assert announcements.at_sleep == [0]
-    assert announcements.now[COMPANY] == 0
+    assert announcements.at_request == [(1, 0), (1, 0)]
+    assert announcements.at_sleep == [(1, 1)]
+    assert announcements.now == (0, 0)
 
 
 async def test_the_token_fetch_is_announced_as_the_company_s_too(
@@ -464,8 +469,24 @@ async def test_the_token_fetch_is_announced_as_the_company_s_too(
         api.post("/GetMapColumns").mock(side_effect=announcements.answer(_ok()))
         async with client() as sc:
             await sc.maps.columns(GUID_CUSTOMERS)
-    assert announcements.at_request == [2, 1]  # the columns call waits for the token
-    assert announcements.now[COMPANY] == 0
+    # The columns call waits for the token: announced through the fetch, and after it.
+    assert announcements.at_request == [(2, 0), (1, 0)]
+    assert announcements.now == (0, 0)
+
+
+async def test_a_token_fetch_backing_off_pauses_the_calls_that_wait_for_it(
+    announcements: Announcements,
+) -> None:
+    with mock_api(token=None) as api:
+        api.post("/GetToken").mock(
+            side_effect=announcements.answer(httpx.Response(503), httpx.Response(200, json=TOKEN))
+        )
+        api.post("/GetMapColumns").mock(side_effect=announcements.answer(_ok()))
+        async with client() as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)
+    assert announcements.at_request == [(2, 0), (2, 0), (1, 0)]
+    assert announcements.at_sleep == [(2, 1)]  # no connection kept while it backs off
+    assert announcements.now == (0, 0)
 
 
 async def test_a_call_that_fails_withdraws(announcements: Announcements) -> None:
@@ -474,7 +495,7 @@ async def test_a_call_that_fails_withdraws(announcements: Announcements) -> None
         async with client() as sc:
             with pytest.raises(NotFoundError):
                 await sc.maps.columns(GUID_CUSTOMERS)
-    assert announcements.now[COMPANY] == 0
+    assert announcements.now == (0, 0)
 
 
 @pytest.mark.parametrize("where", ["sending", "backing off"])
@@ -485,13 +506,13 @@ async def test_a_cancelled_call_withdraws(
     stalled = anyio.Event()
 
     async def stall(*_: object) -> httpx.Response:
-        announcements.at_request.append(announcements.now[COMPANY])
+        announcements.at_request.append(announcements.now)
         stalled.set()
         await forever()
         raise AssertionError("not reached")
 
     async def sleep(_delay: float) -> None:
-        announcements.at_sleep.append(announcements.now[COMPANY])
+        announcements.at_sleep.append(announcements.now)
         stalled.set()
         await forever()
 
@@ -508,7 +529,7 @@ async def test_a_cancelled_call_withdraws(
                 await stalled.wait()
             tg.cancel_scope.cancel()
     if where == "sending":
-        assert announcements.at_request == [1]
+        assert announcements.at_request == [(1, 0)]
     else:
-        assert announcements.at_sleep == [0]
-    assert announcements.now[COMPANY] == 0
+        assert announcements.at_sleep == [(1, 1)]
+    assert announcements.now == (0, 0)
