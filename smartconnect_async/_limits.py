@@ -110,10 +110,12 @@ class Slots:
         slot kept for it; serve whoever may take a slot now."""
         before = self._keeps_for(group)
         count = counts.get(group, 0) + step
-        if count:
+        if count > 0:
             counts[group] = count
-        else:
+        elif count == 0:
             del counts[group]
+        else:
+            raise RuntimeError(f"{group!r} was undone more often than done")
         kept = self._keeps_for(group)
         if kept != before:
             self._kept += 1 if kept else -1

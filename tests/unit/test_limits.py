@@ -371,6 +371,18 @@ async def test_no_slot_is_kept_for_a_paused_group() -> None:
     assert await _taken_at_once(slots, "B")
 
 
+@pytest.mark.parametrize(("do", "undo"), [("announce", "withdraw"), ("pause", "resume")])
+def test_undoing_more_often_than_doing_is_refused(do: str, undo: str) -> None:
+    slots = Slots(1)
+    getattr(slots, do)("B")
+    getattr(slots, undo)("B")
+    with pytest.raises(RuntimeError, match="'B' was undone more often than done"):
+        getattr(slots, undo)("B")
+    assert slots._kept == 0
+    assert not slots._announced
+    assert not slots._paused
+
+
 @pytest.mark.anyio
 async def test_one_slot_is_kept_however_often_a_group_is_announced() -> None:
     slots = Slots(3)
