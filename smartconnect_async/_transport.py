@@ -8,8 +8,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
@@ -427,13 +427,8 @@ class Transport:
                     retries_allowed,
                     error,
                 )
-                if group is not None:
-                    self.backend.pause(group)  # no connection wanted while it sleeps
-                try:
+                with self._paused(group):
                     await anyio.sleep(delay)
-                finally:
-                    if group is not None:
-                        self.backend.resume(group)
         finally:
             if group is not None:
                 self.backend.withdraw(group)
@@ -447,10 +442,9 @@ class Transport:
         limit = _retry.MAX_RETRY_AFTER
         if limits.pool is not None:
             limit = min(limit, limits.pool)
-        if group is not None:
-            self.backend.pause(group)  # no connection wanted while the gate is shut
         try:
-            await self.rate_gate.wait(key, limit)
+            with self._paused(group):
+                await self.rate_gate.wait(key, limit)
         except GateClosed as closed:
             raise RateLimitError(
                 f"{call.endpoint}: the server's rate limit allows the next call in "
@@ -462,9 +456,19 @@ class Transport:
                 body="",
                 retry_after=closed.seconds,
             ) from None
+
+    @contextmanager
+    def _paused(self, group: str | None) -> Iterator[None]:
+        """While a call of ``group`` sleeps (back-off, rate gate) it wants no connection:
+        the backend keeps none for its company meanwhile."""
+        if group is None:
+            yield
+            return
+        self.backend.pause(group)
+        try:
+            yield
         finally:
-            if group is not None:
-                self.backend.resume(group)
+            self.backend.resume(group)
 
     async def _consume(
         self,

@@ -459,33 +459,29 @@ async def test_a_call_waiting_at_the_rate_gate_is_paused(
     assert announcements.now == (0, 0)
 
 
-async def test_the_token_fetch_is_announced_as_the_company_s_too(
+@pytest.mark.parametrize(
+    ("token_statuses", "at_token_requests", "at_sleep"),
+    [
+        # The columns call waits for the token: announced through the fetch, and after.
+        ([200], [(2, 0)], []),
+        # The fetch backs off: no connection is kept for the company meanwhile.
+        ([503, 200], [(2, 0), (2, 0)], [(2, 1)]),
+    ],
+)
+async def test_the_token_fetch_is_announced_and_paused_as_the_company_s_too(
+    token_statuses: list[int],
+    at_token_requests: list[tuple[int, int]],
+    at_sleep: list[tuple[int, int]],
     announcements: Announcements,
 ) -> None:
+    answers = [httpx.Response(status, json=TOKEN) for status in token_statuses]
     with mock_api(token=None) as api:
-        api.post("/GetToken").mock(
-            side_effect=announcements.answer(httpx.Response(200, json=TOKEN))
-        )
+        api.post("/GetToken").mock(side_effect=announcements.answer(*answers))
         api.post("/GetMapColumns").mock(side_effect=announcements.answer(_ok()))
         async with client() as sc:
             await sc.maps.columns(GUID_CUSTOMERS)
-    # The columns call waits for the token: announced through the fetch, and after it.
-    assert announcements.at_request == [(2, 0), (1, 0)]
-    assert announcements.now == (0, 0)
-
-
-async def test_a_token_fetch_backing_off_pauses_the_calls_that_wait_for_it(
-    announcements: Announcements,
-) -> None:
-    with mock_api(token=None) as api:
-        api.post("/GetToken").mock(
-            side_effect=announcements.answer(httpx.Response(503), httpx.Response(200, json=TOKEN))
-        )
-        api.post("/GetMapColumns").mock(side_effect=announcements.answer(_ok()))
-        async with client() as sc:
-            await sc.maps.columns(GUID_CUSTOMERS)
-    assert announcements.at_request == [(2, 0), (2, 0), (1, 0)]
-    assert announcements.at_sleep == [(2, 1)]  # no connection kept while it backs off
+    assert announcements.at_request == [*at_token_requests, (1, 0)]
+    assert announcements.at_sleep == at_sleep
     assert announcements.now == (0, 0)
 
 
