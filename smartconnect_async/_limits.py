@@ -4,8 +4,6 @@ how many runs one company may have in flight at once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -13,6 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 import anyio
 
 from . import _retry
+from ._waits import Deadlines
 
 __all__ = ["GateClosed", "RateGate", "RunSlots", "Slots"]
 
@@ -53,11 +52,10 @@ class Slots:
     is *paused* (one of its calls backs off or waits for the server's rate limit, or
     the fetch of the token its calls wait for does).
 
-    On asyncio a waiter is a bare future, and one timer, armed for the earliest
-    deadline (a heap of them), serves every waiter: with many more callers than slots
-    most calls wait here, and a timer (or ``asyncio.timeout``) per waiter costs more
-    than the wait itself. Off asyncio a waiter is an anyio event under ``fail_after``.
-    Waiters that gave up stay in their line until a release passes them.
+    With many more callers than slots most calls wait here, so waits are bounded the
+    cheap way (``_waits.Deadlines``): on asyncio a waiter is a bare future under one
+    shared timer; off asyncio an anyio event under ``fail_after``. Waiters that gave up
+    stay in their line until a release passes them.
     """
 
     __slots__ = (
@@ -68,11 +66,6 @@ class Slots:
         "_kept",
         "_paused",
         "_queues",
-        "_sequence",
-        "_timed_waiters",
-        "_timer",
-        "_timer_at",
-        "_timer_loop",
     )
 
     def __init__(self, limit: int) -> None:
@@ -83,13 +76,7 @@ class Slots:
         self._announced: dict[Hashable, int] = {}  # announcements, per group with any
         self._paused: dict[Hashable, int] = {}  # pauses, per group with any
         self._kept = 0  # free slots kept: one per announced, unpaused group holding none
-        # (deadline in loop time, arrival number, waiter): a heap, earliest first.
-        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._sequence = 0
-        self._timed_waiters = 0  # waiters with a deadline still waiting
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines()
 
     @property
     def free(self) -> int:
@@ -157,20 +144,11 @@ class Slots:
         if timeout is None:
             await self._wait(future, group)
             return
-        deadline = loop.time() + timeout
-        deadlines = self._deadlines
-        if len(deadlines) > 2 * self._timed_waiters + 64:
-            # Mostly waiters long served: keep the heap as small as the crowd.
-            deadlines[:] = [entry for entry in deadlines if not entry[2].done()]
-            heapq.heapify(deadlines)
-        self._sequence += 1
-        heapq.heappush(deadlines, (deadline, self._sequence, future))
-        self._arm(loop, deadline)
-        self._timed_waiters += 1
+        self._deadlines.add(loop, timeout, future)
         try:
             await self._wait(future, group)
         finally:
-            self._timed_waiters -= 1
+            self._deadlines.settled()
 
     async def _wait(self, future: asyncio.Future[None], group: Hashable) -> None:
         try:
@@ -256,33 +234,8 @@ class Slots:
                 continue
             self._free -= 1
             self._take(group)
-        if not queues and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """Make sure the timer goes off by ``deadline``."""
-        if self._timer is not None:
-            if self._timer_loop is loop and self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer = loop.call_at(deadline, self._expire)
-        self._timer_at, self._timer_loop = deadline, loop
-
-    def _expire(self) -> None:
-        """Fail the waits whose deadline has passed; arm the timer for the next one."""
-        loop = self._timer_loop
-        assert loop is not None
-        self._timer = None
-        due = max(self._timer_at, loop.time())  # a timer may go off a little early
-        deadlines = self._deadlines
-        while deadlines and (deadlines[0][0] <= due or deadlines[0][2].done()):
-            waiter = heapq.heappop(deadlines)[2]
-            if not waiter.done():
-                with contextlib.suppress(RuntimeError):  # its event loop is closed
-                    waiter.set_exception(TimeoutError())
-        if deadlines:
-            self._arm(loop, deadlines[0][0])
+        if not queues:
+            self._deadlines.disarm()
 
 
 _NOBODY = object()

@@ -228,40 +228,6 @@ async def test_a_group_whose_waiters_gave_up_loses_no_slot() -> None:
 
 
 @pytest.mark.anyio
-async def test_waits_time_out_by_their_own_deadlines() -> None:
-    slots = Slots(1)
-    await slots.acquire(None)
-    outcomes: list[tuple[str, str]] = []
-    two_timed_out = anyio.Event()
-
-    async def waiter(name: str, timeout: float | None) -> None:
-        try:
-            await slots.acquire(timeout)
-        except TimeoutError:
-            outcomes.append((name, "timed out"))
-            if len(outcomes) == 2:
-                two_timed_out.set()
-        else:
-            outcomes.append((name, "took a slot"))
-
-    async with anyio.create_task_group() as tg:
-        # The later deadline arrives first, the earlier one after it, and one waits
-        # without a limit: the two with a deadline time out, the earlier one first.
-        tg.start_soon(waiter, "long", 0.3)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(waiter, "short", 0.05)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(waiter, "patient", None)
-        await anyio.wait_all_tasks_blocked()
-        with anyio.fail_after(2):
-            await two_timed_out.wait()
-        assert outcomes == [("short", "timed out"), ("long", "timed out")]
-        slots.release()  # the patient waiter gets it
-    assert outcomes[2:] == [("patient", "took a slot")]
-    assert slots.free == 0
-
-
-@pytest.mark.anyio
 async def test_a_cancelled_wait_raises_cancellation_and_takes_no_slot() -> None:
     slots = Slots(1)
     await slots.acquire(None)

@@ -1,0 +1,140 @@
+"""Bounded waits that stay cheap when thousands of callers wait at once.
+
+On asyncio a waiter is a bare future, and one timer, armed for the earliest deadline
+(a heap of them), serves every waiter: with many callers waiting together, a timer (or
+``asyncio.timeout``, or an anyio cancel scope) per waiter costs more than the wait
+itself. Off asyncio (trio) a wait is an anyio event under ``fail_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+
+import anyio
+
+__all__ = ["Deadlines", "Latch"]
+
+
+class Deadlines:
+    """Deadlines of waits on asyncio futures, served by one timer: a future still
+    pending when its deadline passes gets ``TimeoutError``."""
+
+    __slots__ = ("_heap", "_sequence", "_timer", "_timer_at", "_timer_loop", "_waiting")
+
+    def __init__(self) -> None:
+        # (deadline in loop time, arrival number, future): a heap, earliest first.
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sequence = 0
+        self._waiting = 0  # futures added and not yet settled
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        """Entries in the heap (those of futures long done included, until swept)."""
+        return len(self._heap)
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, timeout: float, future: asyncio.Future[None]
+    ) -> None:
+        """Fail ``future`` with ``TimeoutError`` if it is not done within ``timeout``
+        seconds. Call ``settled`` once its wait is over, however it ended."""
+        heap = self._heap
+        if len(heap) > 2 * self._waiting + 64:
+            # Mostly futures long done: keep the heap as small as the crowd.
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+        deadline = loop.time() + timeout
+        self._sequence += 1
+        heapq.heappush(heap, (deadline, self._sequence, future))
+        self._arm(loop, deadline)
+        self._waiting += 1
+
+    def settled(self) -> None:
+        """A wait given to ``add`` is over."""
+        self._waiting -= 1
+
+    def disarm(self) -> None:
+        """Nobody waits any more: stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make sure the timer goes off by ``deadline``."""
+        if self._timer is not None:
+            if self._timer_loop is loop and self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(deadline, self._expire)
+        self._timer_at, self._timer_loop = deadline, loop
+
+    def _expire(self) -> None:
+        """Fail the waits whose deadline has passed; arm the timer for the next one."""
+        loop = self._timer_loop
+        assert loop is not None
+        self._timer = None
+        due = max(self._timer_at, loop.time())  # a timer may go off a little early
+        heap = self._heap
+        while heap and (heap[0][0] <= due or heap[0][2].done()):
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                with contextlib.suppress(RuntimeError):  # its event loop is closed
+                    future.set_exception(TimeoutError())
+        if heap:
+            self._arm(loop, heap[0][0])
+
+
+class Latch:
+    """A one-shot event: ``set`` wakes every waiter, and a wait may be bounded
+    (``TimeoutError``) for the price of a heap entry."""
+
+    __slots__ = ("_deadlines", "_event", "_futures", "is_set")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._futures: list[asyncio.Future[None]] = []
+        self._deadlines = Deadlines()
+        self._event: anyio.Event | None = None  # for waiters off asyncio
+
+    def set(self) -> None:
+        """Wake every waiter, now and later."""
+        if self.is_set:
+            return
+        self.is_set = True
+        for future in self._futures:
+            if not future.done():
+                with contextlib.suppress(RuntimeError):  # its event loop is closed
+                    future.set_result(None)
+        self._futures.clear()
+        self._deadlines.disarm()
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Wait until ``set``, at most ``timeout`` seconds (``TimeoutError``)."""
+        if self.is_set:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._event is None:
+                self._event = anyio.Event()
+            if timeout is None:
+                await self._event.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await self._event.wait()
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        self._futures.append(future)
+        if timeout is None:
+            await future
+            return
+        self._deadlines.add(loop, timeout, future)
+        try:
+            await future
+        finally:
+            self._deadlines.settled()

@@ -1,0 +1,85 @@
+"""_waits: the latch (a one-shot event whose waits may be bounded) and the shared
+deadline timer, on asyncio and trio."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+from smartconnect_async._limits import Slots
+from smartconnect_async._waits import Latch
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_set_wakes_every_waiter_and_later_waits_return_at_once() -> None:
+    latch = Latch()
+    woken: list[int] = []
+
+    async def waiter(number: int, timeout: float | None) -> None:
+        await latch.wait(timeout)
+        woken.append(number)
+
+    async with anyio.create_task_group() as tg:
+        for number in range(100):
+            tg.start_soon(waiter, number, None if number % 2 else 30.0)
+        await anyio.wait_all_tasks_blocked()
+        assert woken == []
+        latch.set()
+    assert sorted(woken) == list(range(100))
+    assert latch.is_set
+    with anyio.fail_after(1):
+        await latch.wait(0)  # set: no wait, not even a timed-out one
+    latch.set()  # a second set changes nothing
+
+
+@pytest.mark.parametrize("kind", ["latch", "slots"])
+async def test_bounded_waits_time_out_by_their_own_deadlines(kind: str) -> None:
+    """One timer serves every deadline (``Deadlines``), for a latch and for slots."""
+    slots = Slots(1)
+    latch = Latch()
+    wait: Callable[[float | None], Awaitable[None]]
+    if kind == "latch":
+        wait, end_waits = latch.wait, latch.set
+    else:
+        await slots.acquire(None)
+        wait, end_waits = slots.acquire, slots.release
+    outcomes: list[tuple[str, str]] = []
+    two_timed_out = anyio.Event()
+
+    async def waiter(name: str, timeout: float | None) -> None:
+        try:
+            await wait(timeout)
+        except TimeoutError:
+            outcomes.append((name, "timed out"))
+            if len(outcomes) == 2:
+                two_timed_out.set()
+        else:
+            outcomes.append((name, "done waiting"))
+
+    async with anyio.create_task_group() as tg:
+        # The later deadline arrives first, the earlier one after it, and one waits
+        # without a limit: the two with a deadline time out, the earlier one first.
+        tg.start_soon(waiter, "long", 0.3)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "short", 0.05)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "patient", None)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(2):
+            await two_timed_out.wait()
+        assert outcomes == [("short", "timed out"), ("long", "timed out")]
+        end_waits()  # the patient waiter is woken, or gets the slot
+    assert outcomes[2:] == [("patient", "done waiting")]
+    assert slots.free == (0 if kind == "slots" else 1)  # the patient waiter holds it
+
+
+async def test_a_cancelled_wait_raises_cancellation_not_timeout() -> None:
+    latch = Latch()
+    with anyio.move_on_after(0.05) as scope:
+        await latch.wait(5.0)  # the outer scope ends first: no TimeoutError
+    assert scope.cancelled_caught
+    latch.set()
+    await latch.wait(5.0)
