@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import anyio
 import attrs
 
+from ._waits import Latch
 from .models import Token
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "TokenCache",
     "TokenKey",
     "TokenStore",
+    "TokenWaitTimeout",
     "add_months",
     "hash_password",
     "make_token",
@@ -184,13 +186,22 @@ class MemoryTokenStore:
 Fetch = Callable[[], Awaitable[Token]]
 
 
+class TokenWaitTimeout(Exception):
+    """A caller waited ``seconds`` for a token another caller is fetching, and gave up
+    (the fetch goes on for the others)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
 class _Flight:
     """One fetch of a token, awaited by every caller that needs it meanwhile."""
 
     __slots__ = ("done", "error", "token")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = Latch()
         self.token: Token | None = None
         self.error: Exception | None = None
 
@@ -207,7 +218,8 @@ class TokenCache:
       401s for one stale token makes one new token, not one per caller.
 
     A fetch that fails fails every caller waiting for it (none of them fetches again);
-    one that is cancelled leaves the store as it was, and a waiting caller fetches.
+    one that is cancelled leaves the store as it was, and a waiting caller fetches. A
+    caller may bound its wait for a fetch another caller leads (``max_wait``).
     """
 
     def __init__(
@@ -237,11 +249,20 @@ class TokenCache:
     def _fresh(self, token: Token | None, margin: timedelta) -> bool:
         return token is not None and self.clock() < token.expires_at - margin
 
-    async def get(self, key: TokenKey, fetch: Fetch, *, force_refresh: bool = False) -> Token:
+    async def get(
+        self,
+        key: TokenKey,
+        fetch: Fetch,
+        *,
+        force_refresh: bool = False,
+        max_wait: float | None = None,
+    ) -> Token:
         """The token for ``key``, fetched with ``fetch`` when there is none usable.
 
         ``force_refresh`` fetches a new token even if the stored one is fresh (once for
-        all callers that ask together).
+        all callers that ask together). ``max_wait`` bounds, in seconds, the wait for a
+        fetch led by another caller (``TokenWaitTimeout``); ``None`` waits for it to end.
+        A caller that leads the fetch waits for its own request, however long.
         """
         token = await self.store.get(key)
         if not force_refresh:
@@ -251,12 +272,22 @@ class TokenCache:
             if self._fresh(token, MANDATORY_REFRESH):
                 assert token is not None
                 return await self._refresh_early(key, token, fetch)
+        deadline: float | None = None
         while True:
             flight = self._flights.get(key)
             if flight is None:
                 flight = self._flights[key] = _Flight()
                 return await self._lead(key, fetch, flight, token, force_refresh)
-            await flight.done.wait()
+            if max_wait is None:
+                await flight.done.wait()
+            else:
+                # One deadline, however many fetches this caller waits for.
+                if deadline is None:
+                    deadline = anyio.current_time() + max_wait
+                try:
+                    await flight.done.wait(deadline - anyio.current_time())
+                except TimeoutError:
+                    raise TokenWaitTimeout(max_wait) from None
             if flight.token is not None:
                 return flight.token
             if flight.error is not None:

@@ -21,7 +21,7 @@ from . import _retry
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
 from ._limits import GateClosed, RateGate, RunSlots
 from ._redact import redact
-from ._tokens import TokenCache, TokenKey
+from ._tokens import TokenCache, TokenKey, TokenWaitTimeout
 from .exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -120,6 +120,11 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 _TAGS = re.compile(r"<[^>]+>")
 
 
+def _where(call: Call[object]) -> str:
+    """The map a call is for, as a message names it: `` for map KEY`` or nothing."""
+    return f" for map {call.map_key}" if call.map_key else ""
+
+
 def _looks_like_html(content_type: str, body: bytes) -> bool:
     if "html" in content_type.lower():
         return True
@@ -200,9 +205,34 @@ class Transport:
             self._quoted.clear()
             await self.backend.aclose()
 
-    async def token(self, principal: Principal, *, force_refresh: bool = False) -> Token:
-        """The cached token of ``principal``, fetched once for all concurrent callers."""
-        return await self.tokens.get(principal.key, principal.fetch, force_refresh=force_refresh)
+    async def token(
+        self,
+        principal: Principal,
+        *,
+        force_refresh: bool = False,
+        limits: Timeout | None = None,
+        endpoint: str = "GetToken",
+        where: str = "",
+    ) -> Token:
+        """The cached token of ``principal``, fetched once for all concurrent callers.
+
+        A wait for a fetch another call sent is bounded by the pool timeout of
+        ``limits`` (default: the client's), like every wait before sending:
+        ``APITimeoutError`` naming ``endpoint`` (and ``where``: the map), nothing sent.
+        """
+        max_wait = (self.timeout if limits is None else limits).pool
+        try:
+            return await self.tokens.get(
+                principal.key, principal.fetch, force_refresh=force_refresh, max_wait=max_wait
+            )
+        except TokenWaitTimeout as timed_out:
+            raise APITimeoutError(
+                f"{endpoint}{where}: no token for company {principal.key.company_id} came within "
+                f"{timed_out.seconds:g}s (the GetToken another call sent is still under way); "
+                "nothing was sent",
+                endpoint=endpoint,
+                sent=False,
+            ) from None
 
     async def call(
         self,
@@ -341,7 +371,9 @@ class Transport:
                 if call.authenticated:
                     if principal is None:
                         raise RuntimeError(f"{call.endpoint} needs credentials")
-                    token = await self.token(principal)
+                    token = await self.token(
+                        principal, limits=limits, endpoint=call.endpoint, where=_where(call)
+                    )
                 request = self._request(call, token, limits, group)
                 gate_key = principal.key if principal is not None else self.api_url
                 if self.rate_gate.admit(gate_key):  # not admitted at once
@@ -353,7 +385,7 @@ class Transport:
                         await slot.acquire(limits.pool)
                     except TimeoutError:
                         raise APITimeoutError(
-                            f"{call.endpoint} for map {call.map_key}: no run slot came free "
+                            f"{call.endpoint}{_where(call)}: no run slot came free "
                             f"within {limits.pool:g}s ({self.run_slots.limit} runs of company "
                             f"{principal.key.company_id} were in flight); nothing was sent",
                             endpoint=call.endpoint,
@@ -421,7 +453,7 @@ class Transport:
                 logger.warning(
                     "retrying %s%s in %.2fs (retry %d of %d) after %s",
                     call.endpoint,
-                    f" for map {call.map_key}" if call.map_key else "",
+                    _where(call),
                     delay,
                     retries,
                     retries_allowed,
@@ -549,7 +581,7 @@ class Transport:
         status = response.status
         request_id = response.headers.get("x-request-id")
         excerpt = _excerpt(body, self._secrets(principal, token))
-        where = f" for map {call.map_key}" if call.map_key else ""
+        where = _where(call)
         message = f"{call.endpoint}{where} failed with HTTP {status}: {excerpt or '(no body)'}"
         if request_id:
             message += f" (request id {request_id})"
@@ -587,7 +619,7 @@ class Transport:
         sent_at: float,
         attempt: int,
     ) -> SmartConnectError:
-        where = f" for map {call.map_key}" if call.map_key else ""
+        where = _where(call)
         detail = redact(str(failure), self._secrets(principal, token))
         if not call.idempotent and failure.kind.sent:
             return RunOutcomeUnknown(

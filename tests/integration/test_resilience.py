@@ -286,6 +286,27 @@ async def test_waiting_for_a_run_slot_is_bounded_by_the_timeout(
     assert outcome.sent is False
 
 
+async def test_waiting_for_a_token_another_call_fetches_is_bounded_by_the_pool_timeout(
+    make_client: MakeClient, emulator: Emulator
+) -> None:
+    sc = make_client()
+    emulator.set_faults([{"kind": "latency", "ms": 800, "count": 1, "endpoints": ["GetToken"]}])
+    async with anyio.create_task_group() as group:
+        group.start_soon(sc.maps.list)  # sends the GetToken, answered after 0.8 s
+        await anyio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as raised:
+            await sc.runs.run(KEY, timeout=Timeout(30, pool=0.2))
+        waited = time.monotonic() - started
+    assert 0.2 <= waited < 0.6, f"the run waited {waited:.2f}s for the token with pool=0.2"
+    assert raised.value.sent is False
+    assert f"no token for company {sc.credentials.company_id} came within 0.2s" in str(raised.value)
+    counters = emulator.counters
+    assert counters.token_calls == {sc.credentials.company_id: 1}
+    assert counters.calls.get("GetMapList") == 1  # the fetch went on for the first call
+    assert counters.total_runs == 0
+
+
 # ---- run_many / get_many ------------------------------------------------------------------
 
 

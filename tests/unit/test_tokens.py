@@ -18,6 +18,7 @@ from smartconnect_async._tokens import (
     CLOCK_SKEW,
     MANDATORY_REFRESH,
     TokenCache,
+    TokenWaitTimeout,
     add_months,
     make_token,
     token_issue_time,
@@ -317,6 +318,14 @@ def _cache(clock: MutableClock, store: TokenStore | None = None) -> TokenCache:
     return TokenCache(store, refresh_margin=timedelta(days=1), clock=clock)
 
 
+def _gated_cache() -> tuple[TokenCache, FakeFetch]:
+    """A cache and a fetch that blocks until ``fetch.gate`` is set."""
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    fetch.gate = anyio.Event()
+    return cache, fetch
+
+
 def test_negative_refresh_margin_is_refused() -> None:
     with pytest.raises(ValueError, match="refresh_margin"):
         TokenCache(refresh_margin=timedelta(seconds=-1))
@@ -456,9 +465,7 @@ async def test_failed_fetch_fails_every_waiter_with_one_fetch() -> None:
 
 @pytest.mark.anyio
 async def test_cancelled_fetch_is_taken_over_by_a_waiter() -> None:
-    clock = MutableClock(NOW)
-    cache, fetch = _cache(clock), FakeFetch(clock)
-    fetch.gate = anyio.Event()
+    cache, fetch = _gated_cache()
     got: list[Token] = []
 
     async def waiter() -> None:
@@ -480,6 +487,40 @@ async def test_cancelled_fetch_is_taken_over_by_a_waiter() -> None:
         fetch.gate.set()
     assert fetch.calls == 2  # the cancelled fetch, then the waiter's own
     assert [t.value for t in got] == ["token-2"]
+    assert await cache.store.get(KEY) == got[0]
+
+
+@pytest.mark.anyio
+async def test_a_bounded_wait_for_another_callers_fetch_gives_up_alone() -> None:
+    cache, fetch = _gated_cache()
+    got: list[Token] = []
+    gave_up: list[TokenWaitTimeout] = []
+    impatient_done = anyio.Event()
+
+    async def leader() -> None:
+        got.append(await cache.get(KEY, fetch, max_wait=0.01))  # its own fetch: not bounded
+
+    async def impatient() -> None:
+        with pytest.raises(TokenWaitTimeout) as raised:
+            await cache.get(KEY, fetch, max_wait=0.05)
+        gave_up.append(raised.value)
+        impatient_done.set()
+
+    async def patient() -> None:
+        got.append(await cache.get(KEY, fetch, max_wait=10))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        await fetch.started.wait()
+        tg.start_soon(impatient)
+        tg.start_soon(patient)
+        with anyio.fail_after(5):
+            await impatient_done.wait()
+        assert not got  # the fetch goes on for the others
+        fetch.gate.set()
+    assert [e.seconds for e in gave_up] == [0.05]
+    assert fetch.calls == 1
+    assert [t.value for t in got] == ["token-1", "token-1"]
     assert await cache.store.get(KEY) == got[0]
 
 

@@ -35,6 +35,7 @@ from smartconnect_async import (
     ResponseParseError,
     ServerError,
     SmartConnectError,
+    Timeout,
 )
 from smartconnect_async._httpx import HttpxBackend
 
@@ -529,3 +530,70 @@ async def test_a_cancelled_call_withdraws(
     else:
         assert announcements.at_sleep == [(1, 1)]
     assert announcements.now == (0, 0)
+
+
+# ---- waiting for a token another call fetches ---------------------------------------
+
+
+class StalledToken:
+    """A GetToken answer held back until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.sent = anyio.Event()
+        self.release = anyio.Event()
+
+    async def __call__(self, _request: httpx.Request) -> httpx.Response:
+        self.sent.set()
+        await self.release.wait()
+        return httpx.Response(200, json=TOKEN)
+
+
+async def test_a_wait_for_another_call_s_token_is_bounded_by_the_pool_timeout() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        columns = api.post("/GetMapColumns").mock(return_value=_ok())
+        run = api.post("/runmap").respond(200, json={})
+        async with client() as sc:
+            got: list[list[Column]] = []
+
+            async def lead() -> None:
+                got.append(await sc.maps.columns(GUID_CUSTOMERS))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lead)
+                await stalled.sent.wait()
+                started = anyio.current_time()
+                with anyio.fail_after(5), pytest.raises(APITimeoutError) as raised:
+                    await sc.runs.run(GUID_CUSTOMERS, timeout=Timeout(30, pool=0.05))
+                waited = anyio.current_time() - started
+                assert not got  # the fetch goes on for the call that sent it
+                stalled.release.set()
+    error = raised.value
+    assert str(error) == (
+        f"runmap for map {GUID_CUSTOMERS}: no token for company {COMPANY} came within "
+        "0.05s (the GetToken another call sent is still under way); nothing was sent"
+    )
+    assert (error.endpoint, error.sent) == ("runmap", False)
+    assert 0.05 <= waited < 1
+    assert got == [COLUMNS]
+    assert (get_token.call_count, columns.call_count, run.call_count) == (1, 1, 0)
+
+
+async def test_get_token_waits_for_another_call_s_fetch_within_the_client_pool_timeout() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        api.post("/GetMapColumns").mock(return_value=_ok())
+        async with client(timeout=Timeout(30, pool=0.05)) as sc:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sc.maps.columns, GUID_CUSTOMERS)
+                await stalled.sent.wait()
+                with (
+                    anyio.fail_after(5),
+                    pytest.raises(APITimeoutError, match=r"^GetToken: no token for company "),
+                ):
+                    await sc.auth.get_token()
+                stalled.release.set()
+            assert (await sc.auth.get_token()).value == TOKEN
+    assert get_token.call_count == 1
