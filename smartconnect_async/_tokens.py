@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
@@ -272,7 +273,7 @@ class TokenCache:
             if self._fresh(token, MANDATORY_REFRESH):
                 assert token is not None
                 return await self._refresh_early(key, token, fetch)
-        deadline: float | None = None
+        waiting_since: float | None = None
         while True:
             flight = self._flights.get(key)
             if flight is None:
@@ -282,10 +283,12 @@ class TokenCache:
                 await flight.done.wait()
             else:
                 # One deadline, however many fetches this caller waits for.
-                if deadline is None:
-                    deadline = anyio.current_time() + max_wait
+                if waiting_since is None:
+                    waiting_since, left = time.monotonic(), max_wait
+                else:
+                    left = max_wait - (time.monotonic() - waiting_since)
                 try:
-                    await flight.done.wait(deadline - anyio.current_time())
+                    await flight.done.wait(left)
                 except TimeoutError:
                     raise TokenWaitTimeout(max_wait) from None
             if flight.token is not None:
