@@ -4,6 +4,7 @@ decode, nothing else)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -26,6 +27,13 @@ RAW_AIOHTTP = "raw aiohttp"
 RAW_HTTPX = "raw httpx"
 CONTENDERS = (LIBRARY_DEFAULT, LIBRARY_AIOHTTP, LIBRARY_HTTPX, RAW_AIOHTTP, RAW_HTTPX)
 """Every contender of the per-call benchmarks; ``RAW_AIOHTTP`` is the reference."""
+
+RUNS_CAP = 4
+"""The default ``max_concurrent_runs``."""
+
+RAW_AIOHTTP_RUNS_CAPPED = f"raw aiohttp ({RUNS_CAP} runs in flight)"
+"""Raw aiohttp holding at most ``RUNS_CAP`` runs in flight, as the library's default
+does for one company: how much of the library's CPU per run the cap costs by itself."""
 
 
 def contender_order(name: str) -> tuple[int, str]:
@@ -162,6 +170,24 @@ class RawAiohttp(_Raw):
         await self._session.close()
 
 
+class RawAiohttpCapped(RawAiohttp):
+    """``RawAiohttp`` with at most ``limit`` calls in flight (an ``asyncio.Semaphore``)."""
+
+    def __init__(
+        self, name: str, api_url: str, credentials: Credentials, operation: Operation, limit: int
+    ) -> None:
+        super().__init__(name, api_url, credentials, operation)
+        self._limit = limit
+
+    async def start(self) -> None:
+        self._in_flight = asyncio.Semaphore(self._limit)
+        await super().start()
+
+    async def call(self) -> None:
+        async with self._in_flight:
+            await super().call()
+
+
 class RawHttpx(_Raw):
     """``httpx.AsyncClient`` with its defaults."""
 
@@ -196,6 +222,8 @@ def make(
         return RawAiohttp(name, api_url, credentials, operation)
     if name == RAW_HTTPX:
         return RawHttpx(name, api_url, credentials, operation)
+    if name == RAW_AIOHTTP_RUNS_CAPPED:
+        return RawAiohttpCapped(name, api_url, credentials, operation, RUNS_CAP)
     backend = {LIBRARY_AIOHTTP: "aiohttp", LIBRARY_HTTPX: "httpx"}.get(name)
     settings = dict(options or {})
     if backend is not None:

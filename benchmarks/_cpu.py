@@ -10,7 +10,15 @@ from typing import Any
 import attrs
 
 from . import _contenders
-from ._contenders import CONTENDERS, OPERATIONS, Contender, LibraryContender, Operation
+from ._contenders import (
+    CONTENDERS,
+    OPERATIONS,
+    RAW_AIOHTTP_RUNS_CAPPED,
+    RUNS_CAP,
+    Contender,
+    LibraryContender,
+    Operation,
+)
 from ._load import Batch, drive
 from ._plan import Plan
 from ._server import Emulator, emulator
@@ -23,9 +31,6 @@ more CPU per call there, and the full run has to stay within its time budget."""
 LIBRARY_RUNS_UNCAPPED = "library (default, max_concurrent_runs=c)"
 """The default client with its per-company run cap raised to the concurrency: the cap
 (4 by default) is what bounds latency-bound runs, not the client's CPU."""
-
-RUNS_CAP = 4
-"""The default ``max_concurrent_runs``."""
 
 LIBRARY_RUNS_SPREAD = f"library (default, c/{RUNS_CAP} companies)"
 """The default client, its runs spread over c/4 companies (each within the default cap
@@ -204,9 +209,12 @@ def run_cpu(plan: Plan, checks: Checks) -> list[CallSample]:
     points = [(c, plan.calls_c1 if c == 1 else plan.calls) for c in plan.concurrencies]
     with emulator(rows="1") as server:
         for operation in OPERATIONS:
+            names = list(CONTENDERS)
+            if operation == "runs.run":
+                names.append(RAW_AIOHTTP_RUNS_CAPPED)
             server.reset_counters()
             found, counted = asyncio.run(
-                _operation(server, operation, CONTENDERS, points, plan, "cpu", 0, plan.rounds)
+                _operation(server, operation, names, points, plan, "cpu", 0, plan.rounds)
             )
             samples += found
             _check_counters(checks, server, operation, counted, f"cpu {operation}")

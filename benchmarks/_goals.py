@@ -66,11 +66,13 @@ def paired(
     )
 
 
-def cpu_ratio(samples: Sequence[CallSample], op: str, c: int, who: str) -> Summary:
-    """CPU per call of ``who`` ÷ raw aiohttp's, per round."""
+def cpu_ratio(
+    samples: Sequence[CallSample], op: str, c: int, who: str, reference: str = RAW_AIOHTTP
+) -> Summary:
+    """CPU per call of ``who`` ÷ ``reference``'s (raw aiohttp), per round."""
     chosen = [s for s in samples if s.operation == op and s.concurrency == c]
     return paired(
-        chosen, lambda s: s.round, lambda s: s.cpu_per_call, who, RAW_AIOHTTP, lambda s: s.contender
+        chosen, lambda s: s.round, lambda s: s.cpu_per_call, who, reference, lambda s: s.contender
     )
 
 

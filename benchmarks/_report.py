@@ -10,7 +10,13 @@ from typing import Any
 
 import attrs
 
-from ._contenders import CONTENDERS, RAW_AIOHTTP, contender_order
+from ._contenders import (
+    CONTENDERS,
+    RAW_AIOHTTP,
+    RAW_AIOHTTP_RUNS_CAPPED,
+    RUNS_CAP,
+    contender_order,
+)
 from ._cpu import CallSample
 from ._goals import (
     Verdict,
@@ -75,15 +81,16 @@ def _cpu_section(samples: Sequence[CallSample]) -> list[str]:
         if not chosen:
             continue
         levels = sorted({s.concurrency for s in chosen})
+        present = sorted({s.contender for s in chosen} | set(CONTENDERS), key=contender_order)
         out += [f"### `{op}` — CPU µs per call", ""]
         out += _table(
-            ["c", *CONTENDERS],
+            ["c", *present],
             [
-                [str(c)] + [cpu_per_call(chosen, op, c, who).show(1e6) for who in CONTENDERS]
+                [str(c)] + [cpu_per_call(chosen, op, c, who).show(1e6) for who in present]
                 for c in levels
             ],
         )
-        others = [c for c in CONTENDERS if c != RAW_AIOHTTP]
+        others = [c for c in present if c != RAW_AIOHTTP]
         out += [f"### `{op}` — CPU per call ÷ raw aiohttp (same round)", ""]
         out += _table(
             ["c", *others],
@@ -92,9 +99,30 @@ def _cpu_section(samples: Sequence[CallSample]) -> list[str]:
                 for c in levels
             ],
         )
+        if RAW_AIOHTTP_RUNS_CAPPED in present:
+            library = [c for c in present if c.startswith("library")]
+            out += [
+                f"### `{op}` — CPU per call ÷ {RAW_AIOHTTP_RUNS_CAPPED} (same round)",
+                "",
+                f"The library holds at most {RUNS_CAP} runs of a company in flight by default "
+                "(`max_concurrent_runs`); the reference here holds the same, so what is "
+                "left is the library's own cost.",
+                "",
+            ]
+            out += _table(
+                ["c", *library],
+                [
+                    [str(c)]
+                    + [
+                        cpu_ratio(chosen, op, c, who, RAW_AIOHTTP_RUNS_CAPPED).show(digits=2)
+                        for who in library
+                    ]
+                    for c in levels
+                ],
+            )
         out += [f"### `{op}` — throughput, calls per second (wall)", ""]
         out += _table(
-            ["c", *CONTENDERS],
+            ["c", *present],
             [
                 [str(c)]
                 + [
@@ -103,7 +131,7 @@ def _cpu_section(samples: Sequence[CallSample]) -> list[str]:
                         for s in chosen
                         if s.concurrency == c and s.contender == who
                     ).show()
-                    for who in CONTENDERS
+                    for who in present
                 ]
                 for c in levels
             ],
