@@ -95,7 +95,7 @@ class Latch:
 
     def __init__(self) -> None:
         self.is_set = False
-        self._futures: list[asyncio.Future[None]] = []
+        self._futures: set[asyncio.Future[None]] = set()  # the waits under way
         self._deadlines = Deadlines()
         self._event: anyio.Event | None = None  # for waiters off asyncio
 
@@ -104,7 +104,7 @@ class Latch:
         if self.is_set:
             return
         self.is_set = True
-        for future in self._futures:
+        for future in list(self._futures):
             if not future.done():
                 with contextlib.suppress(RuntimeError):  # its event loop is closed
                     future.set_result(None)
@@ -129,12 +129,16 @@ class Latch:
                     await self._event.wait()
             return
         future: asyncio.Future[None] = loop.create_future()
-        self._futures.append(future)
+        self._futures.add(future)
         if timeout is None:
-            await future
+            try:
+                await future
+            finally:
+                self._futures.discard(future)  # no pile of waits that gave up
             return
         self._deadlines.add(loop, timeout, future)
         try:
             await future
         finally:
+            self._futures.discard(future)
             self._deadlines.settled()

@@ -83,3 +83,13 @@ async def test_a_cancelled_wait_raises_cancellation_not_timeout() -> None:
     assert scope.cancelled_caught
     latch.set()
     await latch.wait(5.0)
+
+
+async def test_waits_that_gave_up_leave_nothing_behind() -> None:
+    latch = Latch()
+    for _ in range(200):
+        with pytest.raises(TimeoutError):
+            await latch.wait(0)
+        with anyio.move_on_after(0):
+            await latch.wait(None)
+    assert len(latch._futures) == 0
