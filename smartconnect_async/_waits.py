@@ -95,7 +95,8 @@ class Latch:
 
     def __init__(self) -> None:
         self.is_set = False
-        self._futures: set[asyncio.Future[None]] = set()  # the waits under way
+        # The waits under way, in order of arrival (a dict: set wakes them in order).
+        self._futures: dict[asyncio.Future[None], None] = {}
         self._deadlines = Deadlines()
         self._event: anyio.Event | None = None  # for waiters off asyncio
 
@@ -129,16 +130,16 @@ class Latch:
                     await self._event.wait()
             return
         future: asyncio.Future[None] = loop.create_future()
-        self._futures.add(future)
+        self._futures[future] = None
         if timeout is None:
             try:
                 await future
             finally:
-                self._futures.discard(future)  # no pile of waits that gave up
+                self._futures.pop(future, None)  # no pile of waits that gave up
             return
         self._deadlines.add(loop, timeout, future)
         try:
             await future
         finally:
-            self._futures.discard(future)
+            self._futures.pop(future, None)
             self._deadlines.settled()

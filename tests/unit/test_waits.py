@@ -85,6 +85,24 @@ async def test_a_cancelled_wait_raises_cancellation_not_timeout() -> None:
     await latch.wait(5.0)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio schedules in any order
+async def test_set_wakes_waiters_in_order_of_arrival() -> None:
+    """A company's calls waiting for its token go on first come, first served."""
+    latch = Latch()
+    woken: list[int] = []
+
+    async def waiter(number: int) -> None:
+        await latch.wait(30.0 if number % 2 else None)
+        woken.append(number)
+
+    async with anyio.create_task_group() as tg:
+        for number in range(50):
+            tg.start_soon(waiter, number)
+            await anyio.wait_all_tasks_blocked()
+        latch.set()
+    assert woken == list(range(50))
+
+
 async def test_waits_that_gave_up_leave_nothing_behind() -> None:
     latch = Latch()
     for _ in range(200):
