@@ -168,11 +168,8 @@ class Slots:
         waiter = _Waiter()
         self._line(group).append(waiter)
         try:
-            if timeout is None:
+            with anyio.fail_after(timeout):  # None: no deadline
                 await waiter.event.wait()
-            else:
-                with anyio.fail_after(timeout):
-                    await waiter.event.wait()
         except BaseException:
             if waiter.granted:
                 self._give_back(group)

@@ -211,14 +211,13 @@ class Transport:
         *,
         force_refresh: bool = False,
         limits: Timeout | None = None,
-        endpoint: str = "GetToken",
-        where: str = "",
+        caller: Call[T] | None = None,
     ) -> Token:
         """The cached token of ``principal``, fetched once for all concurrent callers.
 
         A wait for a fetch another call sent is bounded by the pool timeout of
         ``limits`` (default: the client's), like every wait before sending:
-        ``APITimeoutError`` naming ``endpoint`` (and ``where``: the map), nothing sent.
+        ``APITimeoutError`` naming ``caller`` (default: GetToken), nothing sent.
         """
         max_wait = (self.timeout if limits is None else limits).pool
         try:
@@ -226,6 +225,9 @@ class Transport:
                 principal.key, principal.fetch, force_refresh=force_refresh, max_wait=max_wait
             )
         except TokenWaitTimeout as timed_out:
+            endpoint, where = (
+                ("GetToken", "") if caller is None else (caller.endpoint, _where(caller))
+            )
             raise APITimeoutError(
                 f"{endpoint}{where}: no token for company {principal.key.company_id} came within "
                 f"{timed_out.seconds:g}s (the GetToken another call sent is still under way); "
@@ -371,23 +373,21 @@ class Transport:
                 if call.authenticated:
                     if principal is None:
                         raise RuntimeError(f"{call.endpoint} needs credentials")
-                    token = await self.token(
-                        principal, limits=limits, endpoint=call.endpoint, where=_where(call)
-                    )
+                    token = await self.token(principal, limits=limits, caller=call)
                 request = self._request(call, token, limits, group)
                 gate_key = principal.key if principal is not None else self.api_url
                 if self.rate_gate.admit(gate_key):  # not admitted at once
                     await self._wait_for_gate(call, gate_key, limits, group)
                 slot = None
                 if call.is_run and principal is not None:
-                    slot = self.run_slots.for_key(principal.key.company_id)
+                    slot = self.run_slots.for_key(group)
                     try:
                         await slot.acquire(limits.pool)
                     except TimeoutError:
                         raise APITimeoutError(
                             f"{call.endpoint}{_where(call)}: no run slot came free "
                             f"within {limits.pool:g}s ({self.run_slots.limit} runs of company "
-                            f"{principal.key.company_id} were in flight); nothing was sent",
+                            f"{group} were in flight); nothing was sent",
                             endpoint=call.endpoint,
                             sent=False,
                         ) from None

@@ -105,7 +105,7 @@ class Latch:
         if self.is_set:
             return
         self.is_set = True
-        for future in list(self._futures):
+        for future in self._futures:  # set_result wakes nobody before this loop ends
             if not future.done():
                 with contextlib.suppress(RuntimeError):  # its event loop is closed
                     future.set_result(None)
@@ -123,23 +123,16 @@ class Latch:
         except RuntimeError:
             if self._event is None:
                 self._event = anyio.Event()
-            if timeout is None:
+            with anyio.fail_after(timeout):  # None: no deadline
                 await self._event.wait()
-            else:
-                with anyio.fail_after(timeout):
-                    await self._event.wait()
             return
         future: asyncio.Future[None] = loop.create_future()
         self._futures[future] = None
-        if timeout is None:
-            try:
-                await future
-            finally:
-                self._futures.pop(future, None)  # no pile of waits that gave up
-            return
-        self._deadlines.add(loop, timeout, future)
+        if timeout is not None:
+            self._deadlines.add(loop, timeout, future)
         try:
             await future
         finally:
-            self._futures.pop(future, None)
-            self._deadlines.settled()
+            self._futures.pop(future, None)  # no pile of waits that gave up
+            if timeout is not None:
+                self._deadlines.settled()
