@@ -13,7 +13,7 @@ import anyio
 from ._tokens import TokenKey, hash_password, make_token
 from ._transport import Call, Principal, Transport
 from .auth import get_token_call
-from .exceptions import UnknownMapError
+from .exceptions import APITimeoutError, UnknownMapError
 from .maps import list_call
 from .models import Credentials, MapInfo, Timeout, Token
 
@@ -83,9 +83,21 @@ class Session:
             obtained_at=obtained,
         )
 
-    async def token(self, *, force_refresh: bool = False) -> Token:
-        """The cached token, fetched if there is none usable."""
-        return await self.transport.token(self.principal, force_refresh=force_refresh)
+    async def token(
+        self,
+        *,
+        force_refresh: bool = False,
+        timeout: Timeout | float | None = None,
+        caller: Call[object] | None = None,
+    ) -> Token:
+        """The cached token, fetched if there is none usable. A wait for a fetch another
+        call sent is bounded by the pool timeout of ``timeout`` (default: the client's)."""
+        return await self.transport.token(
+            self.principal,
+            force_refresh=force_refresh,
+            limits=self.transport.limits(timeout),
+            caller=caller,
+        )
 
     async def forget_token(self, token: Token) -> None:
         """Drop ``token`` from the cache if it is still the cached one."""
@@ -118,8 +130,18 @@ class Session:
         self.directory.update(maps)
         return maps
 
-    async def map_key(self, map: MapRef) -> str:
-        """The MapKey of a ``MapInfo``, a MapKey, or a MapId (looked up in the map list)."""
+    async def map_key(
+        self,
+        map: MapRef,
+        *,
+        timeout: Timeout | float | None = None,
+        max_retries: int | None = None,
+    ) -> str:
+        """The MapKey of a ``MapInfo``, a MapKey, or a MapId (looked up in the map list).
+
+        A lookup that needs the map list fetches it with the call's ``timeout`` and
+        ``max_retries``; its wait for a fetch another call makes is bounded by the pool
+        timeout (``APITimeoutError``, nothing sent)."""
         if isinstance(map, MapInfo):
             return map.key
         if not isinstance(map, str):
@@ -135,11 +157,32 @@ class Session:
             found = directory.find(name)
             if len(found) == 1:
                 return found[0].key
-        async with directory.lock:
+        pool = self.transport.limits(timeout).pool
+        try:
+            directory.lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._wait_for_directory(name, pool)
+        try:
             if directory.maps is None or directory.generation == seen:
                 # Not known yet, or perhaps created since the list was fetched.
-                await self.map_list()
+                await self.map_list(timeout=timeout, max_retries=max_retries)
+        finally:
+            directory.lock.release()
         return self._only(name, directory.find(name))
+
+    async def _wait_for_directory(self, name: str, pool: float | None) -> None:
+        """Take the map list's lock from the call fetching it, within ``pool`` seconds."""
+        try:
+            with anyio.fail_after(pool):  # None: no deadline
+                await self.directory.lock.acquire()
+        except TimeoutError:
+            raise APITimeoutError(
+                f"GetMapList: the map list of company {self.credentials.company_id} that "
+                f"another call is fetching did not come within {pool:g}s (looking up map "
+                f"{name!r}); nothing was sent",
+                endpoint="GetMapList",
+                sent=False,
+            ) from None
 
     def _only(self, name: str, found: list[MapInfo]) -> str:
         company = self.credentials.company_id

@@ -198,6 +198,10 @@ class Transport:
     def __repr__(self) -> str:
         return f"Transport({self.api_url!r}, closed={self.closed})"
 
+    def limits(self, timeout: Timeout | float | None) -> Timeout:
+        """A call's timeouts: its own ``timeout`` if given, else the client's."""
+        return self.timeout if timeout is None else Timeout.of(timeout)
+
     async def aclose(self) -> None:
         """Close the connection pool. Calls made afterwards raise ``ClientClosedError``."""
         if not self.closed:
@@ -353,7 +357,7 @@ class Transport:
         """Send ``call`` until it succeeds or fails for good. Return the successful
         answer: with its body read (and the connection released) when ``keep`` is
         ``None``, else unread and kept open on ``keep``."""
-        limits = self.timeout if timeout is None else Timeout.of(timeout)
+        limits = self.limits(timeout)
         retries_allowed = self.max_retries if max_retries is None else max_retries
         if retries_allowed < 0:
             raise ValueError("max_retries must not be negative")

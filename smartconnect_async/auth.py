@@ -77,11 +77,10 @@ class Auth:
     ) -> bool:
         """Whether the server accepts the current token. A refused token is dropped from
         the cache, so the next call gets a new one."""
-        token = await self._session.token()
+        call = validate_call()
+        token = await self._session.token(timeout=timeout, caller=call)
         try:
-            valid = await self._session.call(
-                validate_call(), timeout=timeout, max_retries=max_retries
-            )
+            valid = await self._session.call(call, timeout=timeout, max_retries=max_retries)
         except AuthenticationError:
             valid = False
         if not valid:

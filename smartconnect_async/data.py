@@ -86,7 +86,9 @@ class RowStream:
     async def _generate(self) -> AsyncGenerator[Row, None]:
         from ._xml import DataSetParser
 
-        key = await self._session.map_key(self._map)
+        key = await self._session.map_key(
+            self._map, timeout=self._timeout, max_retries=self._max_retries
+        )
         call = data_call(key, self._variables)
         parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
         stream = self._session.stream(call, timeout=self._timeout, max_retries=self._max_retries)
@@ -126,7 +128,8 @@ class Data:
         as ``{"GBL_STATE": "CO"}``) filter the source query."""
         if variables:
             variables_body(variables)  # bad variables fail here, before any I/O
-        call = data_call(await self._session.map_key(map), variables)
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        call = data_call(key, variables)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
     def iter_rows(

@@ -65,7 +65,7 @@ class Errors:
                 raise ValueError(f"{name} must be a non-empty string")
         if isinstance(run_number, bool) or not isinstance(run_number, int) or run_number < 0:
             raise ValueError(f"run_number must be a non-negative int, not {run_number!r}")
-        key = await self._session.map_key(map)
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
         return await self._session.call(
             save_call(
                 key,

@@ -107,7 +107,8 @@ class Maps:
         max_retries: int | None = None,
     ) -> builtins.list[Column]:
         """The source columns of ``map``, with whether each is required."""
-        call = columns_call(await self._session.map_key(map))
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        call = columns_call(key)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
     async def mapped_columns(
@@ -118,5 +119,6 @@ class Maps:
         max_retries: int | None = None,
     ) -> builtins.list[Column]:
         """The destination columns that ``map`` fills."""
-        call = mapped_columns_call(await self._session.map_key(map))
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        call = mapped_columns_call(key)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)

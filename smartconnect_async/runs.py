@@ -157,7 +157,7 @@ class Runs:
         """Run ``map`` over its own data source, with global ``variables`` if given."""
         if variables:
             variables_body(variables)  # bad variables fail here, before any I/O
-        key = await self._session.map_key(map)
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
         return await self._session.call(
             run_call(key, variables), timeout=timeout, max_retries=max_retries
         )
@@ -174,7 +174,7 @@ class Runs:
         """Run ``map`` over ``rows`` (column → value; ``None`` leaves a column out).
         ``with_errors`` also returns the map's validation errors."""
         payload = build_data_table(rows)  # bad rows fail here, before any I/O
-        key = await self._session.map_key(map)
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
         call = data_table_call(key, payload, with_errors=with_errors)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
@@ -188,7 +188,7 @@ class Runs:
     ) -> RunResult:
         """Run ``map`` over ``rows`` sent as an XML data set (``runmapxml``)."""
         payload = build_xml_request(rows)
-        key = await self._session.map_key(map)
+        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
         call = xml_call(key, payload)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 

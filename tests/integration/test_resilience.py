@@ -307,6 +307,46 @@ async def test_waiting_for_a_token_another_call_fetches_is_bounded_by_the_pool_t
     assert counters.total_runs == 0
 
 
+async def test_a_name_lookup_waiting_for_another_call_s_map_list_is_bounded_by_the_pool(
+    make_client: MakeClient, emulator: Emulator
+) -> None:
+    sc = make_client()
+    await sc.auth.get_token()
+    emulator.set_faults([{"kind": "latency", "ms": 800, "count": 1, "endpoints": ["GetMapList"]}])
+    async with anyio.create_task_group() as group:
+        group.start_soon(sc.maps.columns, "Import Customers")  # its GetMapList takes 0.8 s
+        await anyio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as raised:
+            await sc.runs.run("Import Customers", timeout=Timeout(30, pool=0.2))
+        waited = time.monotonic() - started
+    assert 0.2 <= waited < 0.6, f"the run waited {waited:.2f}s for the map list with pool=0.2"
+    assert (raised.value.endpoint, raised.value.sent) == ("GetMapList", False)
+    counters = emulator.counters
+    assert counters.calls.get("GetMapList") == 1
+    assert counters.calls.get("GetMapColumns") == 1  # the lookup went on for the first call
+    assert counters.total_runs == 0
+
+
+async def test_a_name_lookup_fetches_the_map_list_within_the_call_s_timeout(
+    make_client: MakeClient, emulator: Emulator
+) -> None:
+    sc = make_client(timeout=30)
+    await sc.auth.get_token()
+    emulator.set_faults([{"kind": "latency", "ms": 1000, "count": 1, "endpoints": ["GetMapList"]}])
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError) as raised:
+        await sc.runs.run("Import Customers", timeout=0.2, max_retries=0)
+    waited = time.monotonic() - started
+    assert waited < 0.6, f"the lookup waited {waited:.2f}s for GetMapList with timeout=0.2"
+    assert raised.value.endpoint == "GetMapList"
+    assert emulator.counters.total_runs == 0
+    result = await sc.runs.run("Import Customers")  # looked up again: the list is not known
+    assert result.map_id == "Import Customers"
+    assert emulator.counters.calls.get("GetMapList") == 2
+    assert emulator.counters.total_runs == 1
+
+
 # ---- run_many / get_many ------------------------------------------------------------------
 
 

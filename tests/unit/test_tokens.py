@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -522,6 +524,49 @@ async def test_a_bounded_wait_for_another_callers_fetch_gives_up_alone() -> None
     assert fetch.calls == 1
     assert [t.value for t in got] == ["token-1", "token-1"]
     assert await cache.store.get(KEY) == got[0]
+
+
+# asyncio only: the waiters of a cancelled fetch must wake in order of arrival, so the
+# patient one leads the next fetch (trio wakes them in any order).
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_bounded_wait_keeps_one_deadline_across_fetches() -> None:
+    cache, fetch = _gated_cache()
+    got: list[Token] = []
+    waited: list[float] = []
+    leader_scope = anyio.CancelScope()
+
+    async def leader() -> None:
+        with leader_scope:
+            await cache.get(KEY, fetch)
+
+    async def patient() -> None:  # leads the second fetch
+        got.append(await cache.get(KEY, fetch))
+
+    gave_up = anyio.Event()
+
+    async def impatient() -> None:
+        started = time.monotonic()
+        with pytest.raises(TokenWaitTimeout):
+            await cache.get(KEY, fetch, max_wait=0.6)
+        waited.append(time.monotonic() - started)
+        gave_up.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        await fetch.started.wait()
+        tg.start_soon(patient)
+        await anyio.lowlevel.checkpoint()
+        tg.start_soon(impatient)
+        await anyio.sleep(0.36)
+        leader_scope.cancel()  # the impatient caller then waits for the second fetch
+        with anyio.fail_after(5):
+            await gave_up.wait()
+        fetch.gate.set()
+    assert fetch.calls == 2
+    # 0.6 s in all: a deadline started afresh for the second fetch would give 0.96 s.
+    assert 0.6 <= waited[0] < 0.85, waited
+    assert [t.value for t in got] == ["token-2"]
 
 
 @pytest.mark.anyio

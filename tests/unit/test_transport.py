@@ -4,7 +4,7 @@ exceptions with their attributes, retries of reads, connection failures, HTML an
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -15,11 +15,14 @@ from unit_support import (
     COLUMNS_JSON,
     COMPANY,
     GUID_CUSTOMERS,
+    MAP_LIST_JSON,
     TOKEN,
     SleepRecorder,
     client,
     html_page,
     mock_api,
+    query,
+    run_json,
 )
 
 from smartconnect_async import (
@@ -34,6 +37,7 @@ from smartconnect_async import (
     RateLimitError,
     ResponseParseError,
     ServerError,
+    SmartConnect,
     SmartConnectError,
     Timeout,
 )
@@ -597,3 +601,114 @@ async def test_get_token_waits_for_another_call_s_fetch_within_the_client_pool_t
                 stalled.release.set()
             assert (await sc.auth.get_token()).value == TOKEN
     assert get_token.call_count == 1
+
+
+async def test_validate_waits_for_another_call_s_token_within_its_own_pool_timeout() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        api.post("/GetMapColumns").mock(return_value=_ok())
+        validate = api.post("/validate").respond(200, json=True)
+        # The client's pool timeout is 30 s; the call's is 0.05 s.
+        async with client(timeout=30) as sc, anyio.create_task_group() as tg:
+            tg.start_soon(sc.maps.columns, GUID_CUSTOMERS)
+            await stalled.sent.wait()
+            started = anyio.current_time()
+            with anyio.fail_after(5), pytest.raises(APITimeoutError) as raised:
+                await sc.auth.validate(timeout=Timeout(30, pool=0.05))
+            waited = anyio.current_time() - started
+            stalled.release.set()
+    assert str(raised.value) == (
+        f"validate: no token for company {COMPANY} came within 0.05s (the GetToken "
+        "another call sent is still under way); nothing was sent"
+    )
+    assert (raised.value.endpoint, raised.value.sent) == ("validate", False)
+    assert waited < 1
+    assert (get_token.call_count, validate.call_count) == (1, 0)
+
+
+# ---- looking a map name up while another call fetches the map list -----------------
+
+
+async def test_a_wait_for_the_map_list_another_call_fetches_is_bounded_by_the_pool_timeout() -> (
+    None
+):
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        map_list = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        columns = api.post("/GetMapColumns").mock(return_value=_ok())
+        run = api.post("/runmap").respond(200, json=run_json())
+        async with client() as sc:
+            got: list[list[Column]] = []
+
+            async def lead() -> None:  # takes the map list's lock, then waits for a token
+                got.append(await sc.maps.columns("Import Customers"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lead)
+                await stalled.sent.wait()
+                started = anyio.current_time()
+                with anyio.fail_after(5), pytest.raises(APITimeoutError) as raised:
+                    await sc.runs.run("Import Customers", timeout=Timeout(30, pool=0.05))
+                waited = anyio.current_time() - started
+                assert not got  # the lookup goes on for the call that makes it
+                stalled.release.set()
+            # Once the list is known, a name costs no wait and no call.
+            result = await sc.runs.run("Import Customers", timeout=Timeout(30, pool=0.001))
+            assert result.run_number == 42
+    assert str(raised.value) == (
+        f"GetMapList: the map list of company {COMPANY} that another call is fetching did "
+        "not come within 0.05s (looking up map 'Import Customers'); nothing was sent"
+    )
+    assert (raised.value.endpoint, raised.value.sent) == ("GetMapList", False)
+    assert 0.05 <= waited < 1
+    assert got == [COLUMNS]
+    counts = (get_token.call_count, map_list.call_count, columns.call_count, run.call_count)
+    assert counts == (1, 1, 1, 1)
+    assert f"mapKey={GUID_CUSTOMERS}".encode() in query(run)
+
+
+async def _rows(rows: AsyncIterable[object]) -> list[object]:
+    return [row async for row in rows]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda sc: sc.runs.run("Import Customers", max_retries=0),
+        lambda sc: sc.maps.columns("Import Customers", max_retries=0),
+        lambda sc: sc.data.get_all("Import Customers", max_retries=0),
+        lambda sc: sc.runs.run_data_table("Import Customers", [{"A": 1}], max_retries=0),
+        lambda sc: sc.runs.run_xml("Import Customers", [{"A": 1}], max_retries=0),
+        lambda sc: sc.maps.mapped_columns("Import Customers", max_retries=0),
+        lambda sc: _rows(sc.data.iter_rows("Import Customers", max_retries=0)),
+        lambda sc: sc.errors.save(
+            "Import Customers",
+            tenant_server="srv",
+            tenant_technical_name="tenant",
+            run_number=1,
+            max_retries=0,
+        ),
+    ],
+    ids=[
+        "runs.run",
+        "maps.columns",
+        "data.get_all",
+        "runs.run_data_table",
+        "runs.run_xml",
+        "maps.mapped_columns",
+        "data.iter_rows",
+        "errors.save",
+    ],
+)
+async def test_a_name_lookup_fetches_the_map_list_with_the_call_s_retries(
+    method: Callable[[SmartConnect], Awaitable[object]],
+) -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(503, json={"Message": "Busy."})
+        async with client(max_retries=2) as sc:
+            with pytest.raises(ServerError) as raised:
+                await method(sc)
+    assert raised.value.endpoint == "GetMapList"
+    assert map_list.call_count == 1  # the call's max_retries=0, not the client's 2
