@@ -28,6 +28,21 @@ HTTPX_CALL_SHARE = 3
 """httpx-based contenders make a third of the calls at concurrency > 1: they cost 5–20×
 more CPU per call there, and the full run has to stay within its time budget."""
 
+CAPPED = frozenset(c for c in CONTENDERS if c.startswith("library"))
+"""The contenders whose runs are held to ``RUNS_CAP`` in flight (one company, the default
+cap). Under latency they make ``RUNS_CAP / c`` of the calls: as many turns of the latency
+as the others, in the same wall time."""
+
+
+def batch_calls(name: str, operation: Operation, calls: int, concurrency: int, latency: int) -> int:
+    """How many calls contender ``name`` makes in a batch of ``calls`` at ``concurrency``."""
+    if concurrency > 1 and "httpx" in name:
+        calls = max(calls // HTTPX_CALL_SHARE, concurrency)
+    if latency and operation == "runs.run" and name in CAPPED and concurrency > RUNS_CAP:
+        calls = max(calls * RUNS_CAP // concurrency, RUNS_CAP)
+    return calls
+
+
 LIBRARY_RUNS_UNCAPPED = "library (default, max_concurrent_runs=c)"
 """The default client with its per-company run cap raised to the concurrency: the cap
 (4 by default) is what bounds latency-bound runs, not the client's CPU."""
@@ -141,9 +156,7 @@ async def _operation(
             what = f"{benchmark} {operation} c={concurrency}"
             for turn in rounds(repeats, plan.budget / len(points), what):
                 for c in rotated(counted, turn):
-                    n = calls
-                    if concurrency > 1 and "httpx" in c.contender.name:
-                        n = max(calls // HTTPX_CALL_SHARE, concurrency)
+                    n = batch_calls(c.contender.name, operation, calls, concurrency, latency_ms)
                     batch, server_cpu = await _measure(c, server, n, concurrency, plan)
                     samples.append(
                         CallSample(

@@ -6,6 +6,7 @@ import html
 from typing import Any
 from xml.sax.saxutils import escape
 
+import anyio.to_thread
 import defusedxml.ElementTree as safe_xml  # type: ignore[import-untyped, unused-ignore]
 import httpx
 import pytest
@@ -329,3 +330,44 @@ async def test_save_process_errors(
         assert response.status_code == 400
         assert missing in response.json()
     assert len(emulator.saved_errors) == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "map_key", "body", "threaded"),
+    [
+        ("runmap", IMPORT_CUSTOMERS_KEY, None, True),  # 500 source rows
+        ("runmap", POST_CASH_RECEIPTS_KEY, None, False),  # 25 source rows
+        ("runmapdatatable", IMPORT_CUSTOMERS_KEY, CUSTOMERS_POST, False),
+        ("runmapdatatable", IMPORT_CUSTOMERS_KEY, b"", True),  # over 16 KiB: filled below
+    ],
+    ids=["large source", "small source", "small body", "large body"],
+)
+async def test_large_runs_run_in_a_worker_thread_small_ones_on_the_loop(
+    client: httpx.AsyncClient,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+    map_key: str,
+    body: bytes | None,
+    threaded: bool,
+) -> None:
+    if body == b"":
+        row = b"<Table><AccountNumber>C1</AccountNumber><name>Name</name></Table>"
+        body = b"<RequestData>" + row * (16_384 // len(row) + 1) + b"</RequestData>"
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(work: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(work)
+        return await run_sync(work, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    response = await client.post(
+        endpoint,
+        params={"token": token, "mapKey": map_key},
+        content=body,
+        headers=XML if body is not None else None,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["RecordCount"] > 0
+    assert len(hops) == (1 if threaded else 0)
