@@ -221,6 +221,11 @@ class TokenCache:
     A fetch that fails fails every caller waiting for it (none of them fetches again);
     one that is cancelled leaves the store as it was, and a waiting caller fetches. A
     caller may bound its wait for a fetch another caller leads (``max_wait``).
+
+    The store is read when a key is first asked for, before each fetch (another process
+    may have stored a newer token) and after a token is refused; in between, calls use
+    the token this cache last read or stored, so a file or network store costs nothing
+    per call.
     """
 
     def __init__(
@@ -237,6 +242,7 @@ class TokenCache:
         self.clock = clock
         self._locks: dict[TokenKey, anyio.Lock] = {}
         self._flights: dict[TokenKey, _Flight] = {}
+        self._known: dict[TokenKey, Token] = {}  # the token last read or stored, per key
 
     def __repr__(self) -> str:
         return f"TokenCache(store={self.store!r}, refresh_margin={self.refresh_margin})"
@@ -265,7 +271,11 @@ class TokenCache:
         fetch led by another caller (``TokenWaitTimeout``); ``None`` waits for it to end.
         A caller that leads the fetch waits for its own request, however long.
         """
-        token = await self.store.get(key)
+        token = self._known.get(key)
+        if token is None:
+            token = await self.store.get(key)
+            if token is not None:
+                self._known[key] = token
         if not force_refresh:
             if self._fresh(token, self.refresh_margin):
                 assert token is not None
@@ -319,6 +329,7 @@ class TokenCache:
                 token = await fetch()
                 async with self._lock(key):
                     await self.store.set(key, token)
+            self._known[key] = token
             flight.token = token
             return token
         except Exception as exc:
@@ -347,6 +358,9 @@ class TokenCache:
 
     async def invalidate(self, key: TokenKey, failed: Token) -> None:
         """Forget ``failed`` (a token the server refused) unless it was already replaced."""
+        known = self._known.get(key)
+        if known is not None and known.value == failed.value:
+            del self._known[key]
         async with self._lock(key):
             current = await self.store.get(key)
             if current is not None and current.value == failed.value:

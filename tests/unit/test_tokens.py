@@ -612,25 +612,28 @@ async def test_keys_are_cached_independently() -> None:
     assert fetch.calls == 2
 
 
+class RecordingStore:
+    """A token store that logs every get, set and delete."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[TokenKey, Token] = {}
+        self.log: list[str] = []
+
+    async def get(self, key: TokenKey) -> Token | None:
+        self.log.append("get")
+        return self.tokens.get(key)
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        self.log.append("set")
+        self.tokens[key] = token
+
+    async def delete(self, key: TokenKey) -> None:
+        self.log.append("delete")
+        self.tokens.pop(key, None)
+
+
 @pytest.mark.anyio
 async def test_custom_store_is_used() -> None:
-    class RecordingStore:
-        def __init__(self) -> None:
-            self.tokens: dict[TokenKey, Token] = {}
-            self.log: list[str] = []
-
-        async def get(self, key: TokenKey) -> Token | None:
-            self.log.append("get")
-            return self.tokens.get(key)
-
-        async def set(self, key: TokenKey, token: Token) -> None:
-            self.log.append("set")
-            self.tokens[key] = token
-
-        async def delete(self, key: TokenKey) -> None:
-            self.log.append("delete")
-            self.tokens.pop(key, None)
-
     store = RecordingStore()
     assert isinstance(store, TokenStore)
     clock = MutableClock(NOW)
@@ -641,3 +644,55 @@ async def test_custom_store_is_used() -> None:
     await cache.invalidate(KEY, token)
     assert store.tokens == {}
     assert store.log[-1] == "delete"
+
+
+@pytest.mark.anyio
+async def test_the_store_is_read_once_not_on_every_call() -> None:
+    store = RecordingStore()
+    clock = MutableClock(NOW)
+    stored = _token("from-another-process", NOW)
+    store.tokens[KEY] = stored
+    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    for _ in range(100):
+        assert await cache.get(KEY, fetch) == stored
+    assert store.log == ["get"]
+    assert fetch.calls == 0
+
+
+@pytest.mark.anyio
+async def test_a_refused_token_sends_the_next_call_back_to_the_store() -> None:
+    store = RecordingStore()
+    clock = MutableClock(NOW)
+    refused = _token("refused", NOW)
+    store.tokens[KEY] = refused
+    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    assert await cache.get(KEY, fetch) == refused
+    newer = _token("stored-by-another-process", NOW)
+    store.tokens[KEY] = newer  # the store is not read again until the token is refused
+    assert await cache.get(KEY, fetch) == refused
+    await cache.invalidate(KEY, refused)  # not the stored one: it stays stored
+    assert store.tokens == {KEY: newer}
+    assert await cache.get(KEY, fetch) == newer
+    assert fetch.calls == 0
+    await cache.invalidate(KEY, newer)
+    assert store.tokens == {}
+    assert (await cache.get(KEY, fetch)).value == "token-1"
+    assert store.tokens[KEY].value == "token-1"
+    assert fetch.calls == 1
+
+
+@pytest.mark.anyio
+async def test_a_refresh_takes_a_newer_token_another_process_stored() -> None:
+    store = RecordingStore()
+    clock = MutableClock(NOW)
+    old = _token("old", NOW)
+    store.tokens[KEY] = old
+    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    assert await cache.get(KEY, fetch) == old
+    clock.advance(old.expires_at - NOW)  # expired: everyone waits for a refresh
+    newer = _token("newer", clock())
+    store.tokens[KEY] = newer
+    assert await cache.get(KEY, fetch) == newer
+    assert fetch.calls == 0
+    assert await cache.get(KEY, fetch) == newer
+    assert store.log == ["get", "get"]  # the first call, and the refresh's look
