@@ -646,13 +646,19 @@ async def test_custom_store_is_used() -> None:
     assert store.log[-1] == "delete"
 
 
-@pytest.mark.anyio
-async def test_the_store_is_read_once_not_on_every_call() -> None:
+def _cache_over_stored(value: str) -> tuple[TokenCache, FakeFetch, RecordingStore, Token]:
+    """A cache over a recording store that already holds a token (``value``), as
+    another process left it."""
     store = RecordingStore()
     clock = MutableClock(NOW)
-    stored = _token("from-another-process", NOW)
-    store.tokens[KEY] = stored
+    stored = store.tokens[KEY] = _token(value, NOW)
     cache, fetch = _cache(clock, store), FakeFetch(clock)
+    return cache, fetch, store, stored
+
+
+@pytest.mark.anyio
+async def test_the_store_is_read_once_not_on_every_call() -> None:
+    cache, fetch, store, stored = _cache_over_stored("from-another-process")
     for _ in range(100):
         assert await cache.get(KEY, fetch) == stored
     assert store.log == ["get"]
@@ -661,11 +667,7 @@ async def test_the_store_is_read_once_not_on_every_call() -> None:
 
 @pytest.mark.anyio
 async def test_a_refused_token_sends_the_next_call_back_to_the_store() -> None:
-    store = RecordingStore()
-    clock = MutableClock(NOW)
-    refused = _token("refused", NOW)
-    store.tokens[KEY] = refused
-    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    cache, fetch, store, refused = _cache_over_stored("refused")
     assert await cache.get(KEY, fetch) == refused
     newer = _token("stored-by-another-process", NOW)
     store.tokens[KEY] = newer  # the store is not read again until the token is refused
@@ -683,14 +685,10 @@ async def test_a_refused_token_sends_the_next_call_back_to_the_store() -> None:
 
 @pytest.mark.anyio
 async def test_a_refresh_takes_a_newer_token_another_process_stored() -> None:
-    store = RecordingStore()
-    clock = MutableClock(NOW)
-    old = _token("old", NOW)
-    store.tokens[KEY] = old
-    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    cache, fetch, store, old = _cache_over_stored("old")
     assert await cache.get(KEY, fetch) == old
-    clock.advance(old.expires_at - NOW)  # expired: everyone waits for a refresh
-    newer = _token("newer", clock())
+    fetch.clock.advance(old.expires_at - NOW)  # expired: everyone waits for a refresh
+    newer = _token("newer", fetch.clock())
     store.tokens[KEY] = newer
     assert await cache.get(KEY, fetch) == newer
     assert fetch.calls == 0
