@@ -223,9 +223,10 @@ class TokenCache:
     caller may bound its wait for a fetch another caller leads (``max_wait``).
 
     The store is read when a key is first asked for, before each fetch (another process
-    may have stored a newer token) and after a token is refused; in between, calls use
-    the token this cache last read or stored, so a file or network store costs nothing
-    per call.
+    may have stored a newer token), for ``force_refresh`` and after a token is refused;
+    in between, calls use the token this cache last read or stored, so a file or network
+    store costs nothing per call. A token the server refused is never used again, even
+    while its deletion from the store is under way.
     """
 
     def __init__(
@@ -243,6 +244,7 @@ class TokenCache:
         self._locks: dict[TokenKey, anyio.Lock] = {}
         self._flights: dict[TokenKey, _Flight] = {}
         self._known: dict[TokenKey, Token] = {}  # the token last read or stored, per key
+        self._refused: dict[TokenKey, str] = {}  # the last token the server refused, per key
 
     def __repr__(self) -> str:
         return f"TokenCache(store={self.store!r}, refresh_margin={self.refresh_margin})"
@@ -255,6 +257,14 @@ class TokenCache:
 
     def _fresh(self, token: Token | None, margin: timedelta) -> bool:
         return token is not None and self.clock() < token.expires_at - margin
+
+    async def _read(self, key: TokenKey) -> Token | None:
+        """The stored token of ``key``, unless the server refused it (its deletion from
+        the store may still be under way)."""
+        token = await self.store.get(key)
+        if token is not None and token.value == self._refused.get(key):
+            return None
+        return token
 
     async def get(
         self,
@@ -271,11 +281,14 @@ class TokenCache:
         fetch led by another caller (``TokenWaitTimeout``); ``None`` waits for it to end.
         A caller that leads the fetch waits for its own request, however long.
         """
-        token = self._known.get(key)
-        if token is None:
-            token = await self.store.get(key)
-            if token is not None:
-                self._known[key] = token
+        if force_refresh:
+            token = await self._read(key)  # what a refresh replaces: the store's, not ours
+        else:
+            token = self._known.get(key)
+            if token is None:
+                stored = await self._read(key)
+                # Another caller may have remembered a newer token meanwhile: keep it.
+                token = None if stored is None else self._known.setdefault(key, stored)
         if not force_refresh:
             if self._fresh(token, self.refresh_margin):
                 assert token is not None
@@ -319,7 +332,7 @@ class TokenCache:
         store already holds a newer one than ``seen`` (or, without ``force_refresh``, a
         fresh one)."""
         try:
-            current = await self.store.get(key)
+            current = await self._read(key)
             if current is not None and current != seen and self._fresh(current, MANDATORY_REFRESH):
                 token = current  # refreshed by someone else since this caller looked
             elif not force_refresh and self._fresh(current, self.refresh_margin):
@@ -357,7 +370,9 @@ class TokenCache:
             return token
 
     async def invalidate(self, key: TokenKey, failed: Token) -> None:
-        """Forget ``failed`` (a token the server refused) unless it was already replaced."""
+        """Forget ``failed`` (a token the server refused) unless it was already replaced.
+        From now on this cache takes ``failed`` for no token, wherever it reads it."""
+        self._refused[key] = failed.value
         known = self._known.get(key)
         if known is not None and known.value == failed.value:
             del self._known[key]

@@ -46,8 +46,8 @@ INLINE_RUN_ROWS = 100
 larger ones in a worker thread, so they do not hold up other requests. A thread hop
 costs more than a small run."""
 INLINE_BODY_BYTES = 16_384
-"""Posted run bodies up to this size are parsed on the event loop, larger ones in a
-worker thread."""
+"""Posted runs with bodies up to this size (parse and run) run on the event loop, larger
+ones in a worker thread."""
 
 T = TypeVar("T")
 
@@ -292,22 +292,22 @@ class _Api:
         body = await request.body()
         if body.strip():  # an empty body gets the parser's clearer 400
             _require_body_type(request, _XML_BODY_TYPES)
-        variables: dict[str, str] = {}
-        small = len(body) <= INLINE_BODY_BYTES
-        try:
+        request_id = request.scope.get(REQUEST_ID_KEY, "")
+
+        def posted() -> RunRecord:
+            variables: dict[str, str] = {}
             if endpoint == "runmapxml":
-                variables, tables = await _work(small, partial(parse_run_xml, body))
+                variables, tables = parse_run_xml(body)
             else:
-                tables = await _work(small, partial(parse_data_table, body))
+                tables = parse_data_table(body)
+            return self.emulator.run_posted(
+                map_def, tables, variables, endpoint=endpoint, request_id=request_id
+            )
+
+        try:
+            record = await _work(len(body) <= INLINE_BODY_BYTES, posted)
         except XmlBodyError as exc:
             raise ApiError(400, str(exc)) from None
-        record = self.emulator.run_posted(
-            map_def,
-            tables,
-            variables,
-            endpoint=endpoint,
-            request_id=request.scope.get(REQUEST_ID_KEY, ""),
-        )
         return _run_response(record, endpoint)
 
     async def save_process_errors(self, request: Request, endpoint: str) -> Response:

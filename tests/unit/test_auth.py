@@ -488,6 +488,61 @@ async def test_custom_token_store_receives_new_tokens_and_loses_refused_ones() -
     assert store.sets == 1
 
 
+class SlowDictStore(DictStore):
+    """A ``DictStore`` whose every operation takes 10 ms, as a file or network store's
+    may."""
+
+    async def get(self, key: TokenKey) -> Token | None:
+        await anyio.sleep(0.01)
+        return await super().get(key)
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        await anyio.sleep(0.01)
+        await super().set(key, token)
+
+    async def delete(self, key: TokenKey) -> None:
+        await anyio.sleep(0.01)
+        await super().delete(key)
+
+
+async def test_calls_arriving_while_a_refused_token_is_dropped_all_get_the_new_one() -> None:
+    store = SlowDictStore()
+    key = TokenKey.of(API_URL, COMPANY, EMAIL)
+    issued = datetime.now(timezone.utc) - timedelta(days=1)
+    store.tokens[key] = Token(
+        value=PLUS_TOKEN,  # the server no longer accepts it
+        company_id=COMPANY,
+        email=EMAIL,
+        issued_at=issued,
+        expires_at=add_months(issued, 3),
+    )
+
+    async def columns(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.02)
+        if sent_token(request) == PLUS_TOKEN:
+            return httpx.Response(401, json="Authorization has been denied for this request.")
+        return _columns_ok(request)
+
+    failures: list[Exception] = []
+    with mock_api() as api:
+        api.post("/GetMapColumns").mock(side_effect=columns)
+        async with client(token_store=store, max_retries=0) as sc:
+
+            async def one() -> None:
+                try:
+                    await sc.maps.columns(GUID_CUSTOMERS)
+                except Exception as exc:
+                    failures.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(60):  # a steady stream of calls
+                    tg.start_soon(one)
+                    await anyio.sleep(0.002)
+    assert failures == []
+    assert api["GetToken"].call_count == 1
+    assert [t.value for t in store.tokens.values()] == [TOKEN]
+
+
 async def test_credentials_key_is_normalised() -> None:
     creds = Credentials(email="  USER@Example.com ", password=PASSWORD, company_id=f" {COMPANY} ")
     store = DictStore()

@@ -694,3 +694,59 @@ async def test_a_refresh_takes_a_newer_token_another_process_stored() -> None:
     assert fetch.calls == 0
     assert await cache.get(KEY, fetch) == newer
     assert store.log == ["get", "get"]  # the first call, and the refresh's look
+
+
+class HeldDeleteStore(RecordingStore):
+    """A recording store whose ``delete`` waits for ``release``, as a slow file or
+    network store's would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleting = anyio.Event()
+        self.release = anyio.Event()
+
+    async def delete(self, key: TokenKey) -> None:
+        self.deleting.set()
+        await self.release.wait()
+        await super().delete(key)
+
+
+@pytest.mark.anyio
+async def test_a_refused_token_read_while_its_deletion_is_under_way_is_not_used() -> None:
+    store = HeldDeleteStore()
+    clock = MutableClock(NOW)
+    refused = store.tokens[KEY] = _token("refused", NOW)
+    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    assert await cache.get(KEY, fetch) == refused
+    got: list[Token] = []
+
+    async def call_meanwhile() -> None:
+        got.append(await cache.get(KEY, fetch))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.invalidate, KEY, refused)
+        with anyio.fail_after(5):
+            await store.deleting.wait()  # the store still holds the refused token
+        tg.start_soon(call_meanwhile)
+        with anyio.fail_after(5):
+            await fetch.started.wait()  # it was not taken: a new one is on its way
+        store.release.set()
+    assert [t.value for t in got] == ["token-1"]
+    assert (await cache.get(KEY, fetch)).value == "token-1"  # not the refused one, ever
+    assert store.tokens[KEY].value == "token-1"
+    assert fetch.calls == 1
+
+
+@pytest.mark.anyio
+async def test_force_refresh_fetches_even_when_another_cache_refreshed_since() -> None:
+    store = MemoryTokenStore()
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    here, there = _cache(clock, store), _cache(clock, store)  # two clients, one store
+    assert (await here.get(KEY, fetch)).value == "token-1"
+    assert (await there.get(KEY, fetch)).value == "token-1"  # read from the store
+    assert (await there.get(KEY, fetch, force_refresh=True)).value == "token-2"
+    # `here` still remembers token-1; a forced refresh gets a new token all the same.
+    assert (await here.get(KEY, fetch, force_refresh=True)).value == "token-3"
+    assert fetch.calls == 3
+    assert (await store.get(KEY)) == await here.get(KEY, fetch)
