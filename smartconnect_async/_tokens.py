@@ -222,11 +222,12 @@ class TokenCache:
     one that is cancelled leaves the store as it was, and a waiting caller fetches. A
     caller may bound its wait for a fetch another caller leads (``max_wait``).
 
-    The store is read when a key is first asked for, before each fetch (another process
-    may have stored a newer token), for ``force_refresh`` and after a token is refused;
-    in between, calls use the token this cache last read or stored, so a file or network
-    store costs nothing per call. A token the server refused is never used again, even
-    while its deletion from the store is under way.
+    The store is read once when a key is first asked for (by the caller that leads, for
+    all who ask meanwhile), before each fetch (another process may have stored a newer
+    token), for ``force_refresh`` and after a token is refused; in between, calls use
+    the token this cache last read or stored, so a file or network store costs nothing
+    per call. A token the server refused is never used again, even while its deletion
+    from the store is under way.
     """
 
     def __init__(
@@ -284,11 +285,9 @@ class TokenCache:
         if force_refresh:
             token = await self._read(key)  # what a refresh replaces: the store's, not ours
         else:
+            # Without one remembered, the caller that leads reads the store for everyone
+            # (and fetches only if it holds nothing usable).
             token = self._known.get(key)
-            if token is None:
-                stored = await self._read(key)
-                # Another caller may have remembered a newer token meanwhile: keep it.
-                token = None if stored is None else self._known.setdefault(key, stored)
         if not force_refresh:
             if self._fresh(token, self.refresh_margin):
                 assert token is not None

@@ -750,3 +750,32 @@ async def test_force_refresh_fetches_even_when_another_cache_refreshed_since() -
     assert (await here.get(KEY, fetch, force_refresh=True)).value == "token-3"
     assert fetch.calls == 3
     assert (await store.get(KEY)) == await here.get(KEY, fetch)
+
+
+class SlowGetStore(RecordingStore):
+    """A recording store whose ``get`` takes 10 ms, as a file or network store's may."""
+
+    async def get(self, key: TokenKey) -> Token | None:
+        await anyio.sleep(0.01)
+        return await super().get(key)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["token stored", "store empty"])
+@pytest.mark.anyio
+async def test_callers_arriving_together_read_the_store_once(stored: bool) -> None:
+    store = SlowGetStore()
+    clock = MutableClock(NOW)
+    if stored:
+        store.tokens[KEY] = _token("stored", NOW)
+    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    got: list[str] = []
+
+    async def one() -> None:
+        got.append((await cache.get(KEY, fetch)).value)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(100):
+            tg.start_soon(one)
+    assert got == ["stored" if stored else "token-1"] * 100
+    assert store.log == (["get"] if stored else ["get", "set"])
+    assert fetch.calls == (0 if stored else 1)
