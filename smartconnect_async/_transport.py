@@ -234,8 +234,8 @@ class Transport:
             )
             raise APITimeoutError(
                 f"{endpoint}{where}: no token for company {principal.key.company_id} came within "
-                f"{timed_out.seconds:g}s (the GetToken another call sent is still under way); "
-                "nothing was sent",
+                f"{timed_out.seconds:g}s (another call is still getting it, from the token "
+                "store or with GetToken); nothing was sent",
                 endpoint=endpoint,
                 sent=False,
             ) from None

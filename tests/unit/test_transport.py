@@ -576,7 +576,8 @@ async def test_a_wait_for_another_call_s_token_is_bounded_by_the_pool_timeout() 
     error = raised.value
     assert str(error) == (
         f"runmap for map {GUID_CUSTOMERS}: no token for company {COMPANY} came within "
-        "0.05s (the GetToken another call sent is still under way); nothing was sent"
+        "0.05s (another call is still getting it, from the token store or with GetToken); "
+        "nothing was sent"
     )
     assert (error.endpoint, error.sent) == ("runmap", False)
     assert 0.05 <= waited < 1
@@ -619,8 +620,8 @@ async def test_validate_waits_for_another_call_s_token_within_its_own_pool_timeo
             waited = anyio.current_time() - started
             stalled.release.set()
     assert str(raised.value) == (
-        f"validate: no token for company {COMPANY} came within 0.05s (the GetToken "
-        "another call sent is still under way); nothing was sent"
+        f"validate: no token for company {COMPANY} came within 0.05s (another call is "
+        "still getting it, from the token store or with GetToken); nothing was sent"
     )
     assert (raised.value.endpoint, raised.value.sent) == ("validate", False)
     assert waited < 1
