@@ -314,10 +314,13 @@ class TokenCache:
                 except TimeoutError:
                     raise TokenWaitTimeout(max_wait) from None
             if flight.token is not None:
-                return flight.token
-            if flight.error is not None:
+                if not (force_refresh and flight.token == token):
+                    return flight.token
+                # That flight took the very token this caller wants replaced (it read
+                # the store for a caller with none): go round and fetch a new one.
+            elif flight.error is not None:
                 raise flight.error
-            # That fetch was cancelled: fetch again (this caller may lead it).
+            # Else that fetch was cancelled: fetch again (this caller may lead it).
 
     async def _lead(
         self,

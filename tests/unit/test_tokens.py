@@ -646,10 +646,12 @@ async def test_custom_store_is_used() -> None:
     assert store.log[-1] == "delete"
 
 
-def _cache_over_stored(value: str) -> tuple[TokenCache, FakeFetch, RecordingStore, Token]:
-    """A cache over a recording store that already holds a token (``value``), as
-    another process left it."""
-    store = RecordingStore()
+def _cache_over_stored(
+    value: str, store: RecordingStore | None = None
+) -> tuple[TokenCache, FakeFetch, RecordingStore, Token]:
+    """A cache over a recording store (a new one by default) that already holds a token
+    (``value``), as another process left it."""
+    store = RecordingStore() if store is None else store
     clock = MutableClock(NOW)
     stored = store.tokens[KEY] = _token(value, NOW)
     cache, fetch = _cache(clock, store), FakeFetch(clock)
@@ -714,9 +716,7 @@ class HeldDeleteStore(RecordingStore):
 @pytest.mark.anyio
 async def test_a_refused_token_read_while_its_deletion_is_under_way_is_not_used() -> None:
     store = HeldDeleteStore()
-    clock = MutableClock(NOW)
-    refused = store.tokens[KEY] = _token("refused", NOW)
-    cache, fetch = _cache(clock, store), FakeFetch(clock)
+    cache, fetch, _, refused = _cache_over_stored("refused", store)
     assert await cache.get(KEY, fetch) == refused
     got: list[Token] = []
 
@@ -779,3 +779,36 @@ async def test_callers_arriving_together_read_the_store_once(stored: bool) -> No
     assert got == ["stored" if stored else "token-1"] * 100
     assert store.log == (["get"] if stored else ["get", "set"])
     assert fetch.calls == (0 if stored else 1)
+
+
+class SlowFirstGetStore(RecordingStore):
+    """A recording store whose first ``get`` takes 50 ms."""
+
+    reads = 0
+
+    async def get(self, key: TokenKey) -> Token | None:
+        self.reads += 1
+        if self.reads == 1:
+            await anyio.sleep(0.05)
+        return await super().get(key)
+
+
+@pytest.mark.anyio
+async def test_force_refresh_while_another_caller_reads_the_store_still_fetches() -> None:
+    store = SlowFirstGetStore()
+    cache, fetch, _, old = _cache_over_stored("old", store)
+    got: dict[str, str] = {}
+
+    async def first() -> None:  # no token remembered: it reads the store (slowly)
+        got["first"] = (await cache.get(KEY, fetch)).value
+
+    async def forcing() -> None:
+        await anyio.sleep(0.01)  # while the first caller's store read is under way
+        got["forcing"] = (await cache.get(KEY, fetch, force_refresh=True)).value
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        tg.start_soon(forcing)
+    assert got == {"first": old.value, "forcing": "token-1"}
+    assert fetch.calls == 1
+    assert store.tokens[KEY].value == "token-1"
