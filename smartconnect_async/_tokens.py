@@ -288,7 +288,6 @@ class TokenCache:
             # Without one remembered, the caller that leads reads the store for everyone
             # (and fetches only if it holds nothing usable).
             token = self._known.get(key)
-        if not force_refresh:
             if self._fresh(token, self.refresh_margin):
                 assert token is not None
                 return token
