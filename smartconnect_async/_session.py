@@ -95,7 +95,7 @@ class Session:
         return await self.transport.token(
             self.principal,
             force_refresh=force_refresh,
-            limits=self.transport.limits(timeout),
+            timeout=timeout,
             caller=caller,
         )
 

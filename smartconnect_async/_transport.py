@@ -214,16 +214,16 @@ class Transport:
         principal: Principal,
         *,
         force_refresh: bool = False,
-        limits: Timeout | None = None,
+        timeout: Timeout | float | None = None,
         caller: Call[T] | None = None,
     ) -> Token:
         """The cached token of ``principal``, fetched once for all concurrent callers.
 
-        A wait for a fetch another call sent is bounded by the pool timeout of
-        ``limits`` (default: the client's), like every wait before sending:
+        A wait for a fetch another call sent is bounded by the pool timeout of the
+        call's ``timeout`` (default: the client's), like every wait before sending:
         ``APITimeoutError`` naming ``caller`` (default: GetToken), nothing sent.
         """
-        max_wait = (self.timeout if limits is None else limits).pool
+        max_wait = self.limits(timeout).pool
         try:
             return await self.tokens.get(
                 principal.key, principal.fetch, force_refresh=force_refresh, max_wait=max_wait
@@ -377,7 +377,7 @@ class Transport:
                 if call.authenticated:
                     if principal is None:
                         raise RuntimeError(f"{call.endpoint} needs credentials")
-                    token = await self.token(principal, limits=limits, caller=call)
+                    token = await self.token(principal, timeout=limits, caller=call)
                 request = self._request(call, token, limits, group)
                 gate_key = principal.key if principal is not None else self.api_url
                 if self.rate_gate.admit(gate_key):  # not admitted at once
