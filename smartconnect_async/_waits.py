@@ -4,6 +4,11 @@ On asyncio a waiter is a bare future, and one timer, armed for the earliest dead
 (a heap of them), serves every waiter: with many callers waiting together, a timer (or
 ``asyncio.timeout``, or an anyio cancel scope) per waiter costs more than the wait
 itself. Off asyncio (trio) a wait is an anyio event under ``fail_after``.
+
+A latch that is set wakes its asyncio waiters one per turn of the event loop, in order
+of arrival, so that a crowd woken at once does not hold the loop: what else is ready
+(another latch's waiters, answers already in the sockets, connections just opened) runs
+between them.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+from collections.abc import Iterator
 
 import anyio
 
@@ -101,16 +107,15 @@ class Latch:
         self._event: anyio.Event | None = None  # for waiters off asyncio
 
     def set(self) -> None:
-        """Wake every waiter, now and later."""
+        """Wake every waiter, now and later: on asyncio one per turn of the event loop,
+        in order of arrival (their deadlines no longer apply)."""
         if self.is_set:
             return
         self.is_set = True
-        for future in self._futures:  # set_result wakes nobody before this loop ends
-            if not future.done():
-                with contextlib.suppress(RuntimeError):  # its event loop is closed
-                    future.set_result(None)
+        waiting = iter(list(self._futures))
         self._futures.clear()
         self._deadlines.disarm()
+        _wake_next(waiting)
         if self._event is not None:
             self._event.set()
 
@@ -136,3 +141,18 @@ class Latch:
             self._futures.pop(future, None)  # no pile of waits that gave up
             if timeout is not None:
                 self._deadlines.settled()
+
+
+def _wake_next(waiting: Iterator[asyncio.Future[None]]) -> None:
+    """Wake the first of ``waiting`` still waiting, and the next one on the next turn of
+    its event loop: waiters woken all at once would run one after another before the
+    loop looks at its sockets again."""
+    for future in waiting:
+        if future.done():
+            continue  # cancelled, or timed out just before the latch was set
+        try:
+            future.set_result(None)
+            future.get_loop().call_soon(_wake_next, waiting)
+        except RuntimeError:
+            continue  # its event loop is closed
+        return

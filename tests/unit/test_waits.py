@@ -3,6 +3,7 @@ deadline timer, on asyncio and trio."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -101,6 +102,27 @@ async def test_set_wakes_waiters_in_order_of_arrival() -> None:
             await anyio.wait_all_tasks_blocked()
         latch.set()
     assert woken == list(range(50))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio wakes an event's waiters together
+async def test_latches_set_together_wake_their_waiters_in_turn() -> None:
+    """Two companies' tokens arriving together: neither company's crowd holds the event
+    loop until all of it has gone on; their calls go on alternately, each in order."""
+    latches = {"A": Latch(), "B": Latch()}
+    woken: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await latches[name[0]].wait(30.0 if name[1] in "13" else None)
+        woken.append(name)
+
+    async with anyio.create_task_group() as tg:
+        for name in ("A0", "A1", "A2", "A3", "B0", "B1", "B2"):
+            tg.start_soon(waiter, name)
+            await anyio.wait_all_tasks_blocked()
+        latches["A"].set()
+        latches["B"].set()
+        asyncio.get_running_loop().call_soon(woken.append, "other work")
+    assert woken == ["A0", "B0", "other work", "A1", "B1", "A2", "B2", "A3"]
 
 
 async def test_waits_that_gave_up_leave_nothing_behind() -> None:
