@@ -6,9 +6,9 @@ On asyncio a waiter is a bare future, and one timer, armed for the earliest dead
 itself. Off asyncio (trio) a wait is an anyio event under ``fail_after``.
 
 A latch that is set wakes its asyncio waiters one per turn of the event loop, in order
-of arrival, so that a crowd woken at once does not hold the loop: what else is ready
-(another latch's waiters, answers already in the sockets, connections just opened) runs
-between them.
+of arrival, taking turns with the other latches set meanwhile, so that a crowd woken at
+once does not hold the loop: what else is ready (answers already in the sockets,
+connections just opened) runs between any two of them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+from collections import deque
 from collections.abc import Iterator
 
 import anyio
@@ -107,15 +108,16 @@ class Latch:
         self._event: anyio.Event | None = None  # for waiters off asyncio
 
     def set(self) -> None:
-        """Wake every waiter, now and later: on asyncio one per turn of the event loop,
-        in order of arrival (their deadlines no longer apply)."""
+        """Wake every waiter, now and later: on asyncio the first now, then one per turn
+        of the event loop, in order of arrival and in turn with other latches' waiters
+        (their deadlines no longer apply)."""
         if self.is_set:
             return
         self.is_set = True
         waiting = iter(list(self._futures))
         self._futures.clear()
         self._deadlines.disarm()
-        _wake_next(waiting)
+        _take_turns(waiting)
         if self._event is not None:
             self._event.set()
 
@@ -143,16 +145,46 @@ class Latch:
                 self._deadlines.settled()
 
 
-def _wake_next(waiting: Iterator[asyncio.Future[None]]) -> None:
-    """Wake the first of ``waiting`` still waiting, and the next one on the next turn of
-    its event loop: waiters woken all at once would run one after another before the
-    loop looks at its sockets again."""
+# Per event loop, the waiters of set latches not woken yet: one waiter per turn of the
+# loop, the latches taking turns.
+_waking: dict[asyncio.AbstractEventLoop, deque[Iterator[asyncio.Future[None]]]] = {}
+
+
+def _wake_one(waiting: Iterator[asyncio.Future[None]]) -> asyncio.Future[None] | None:
+    """Wake the first of ``waiting`` still waiting and return it (None: nobody left)."""
     for future in waiting:
         if future.done():
             continue  # cancelled, or timed out just before the latch was set
         try:
             future.set_result(None)
-            future.get_loop().call_soon(_wake_next, waiting)
         except RuntimeError:
             continue  # its event loop is closed
+        return future
+    return None
+
+
+def _take_turns(waiting: Iterator[asyncio.Future[None]]) -> None:
+    """Wake the first of ``waiting`` now and queue the rest for the turns of its loop."""
+    first = _wake_one(waiting)
+    if first is None:
         return
+    loop = first.get_loop()
+    queue = _waking.get(loop)
+    if queue is None:
+        for closed in [other for other in _waking if other.is_closed()]:
+            del _waking[closed]  # closed before its turns ran: nobody is left to wake
+        queue = _waking[loop] = deque()
+        loop.call_soon(_next_turn, loop)
+    queue.append(waiting)
+
+
+def _next_turn(loop: asyncio.AbstractEventLoop) -> None:
+    """One turn of ``loop``: wake the next waiter of the latch whose turn it is."""
+    queue = _waking[loop]
+    waiting = queue.popleft()
+    if _wake_one(waiting) is not None:
+        queue.append(waiting)
+    if queue:
+        loop.call_soon(_next_turn, loop)
+    else:
+        del _waking[loop]

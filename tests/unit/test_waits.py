@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from smartconnect_async._limits import Slots
-from smartconnect_async._waits import Latch
+from smartconnect_async._waits import Latch, _waking
 
 pytestmark = pytest.mark.anyio
 
@@ -105,15 +105,22 @@ async def test_set_wakes_waiters_in_order_of_arrival() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio wakes an event's waiters together
-async def test_latches_set_together_wake_their_waiters_in_turn() -> None:
+async def test_latches_set_together_wake_one_waiter_per_loop_turn_in_turn() -> None:
     """Two companies' tokens arriving together: neither company's crowd holds the event
-    loop until all of it has gone on; their calls go on alternately, each in order."""
+    loop; one call goes on per turn of the loop (what else is ready runs between them),
+    the companies taking turns, each company's calls in order of arrival."""
     latches = {"A": Latch(), "B": Latch()}
     woken: list[str] = []
+    loop = asyncio.get_running_loop()
 
     async def waiter(name: str) -> None:
         await latches[name[0]].wait(30.0 if name[1] in "13" else None)
         woken.append(name)
+
+    def turn(left: int) -> None:
+        woken.append("|")  # once per turn of the loop
+        if left:
+            loop.call_soon(turn, left - 1)
 
     async with anyio.create_task_group() as tg:
         for name in ("A0", "A1", "A2", "A3", "B0", "B1", "B2"):
@@ -121,8 +128,37 @@ async def test_latches_set_together_wake_their_waiters_in_turn() -> None:
             await anyio.wait_all_tasks_blocked()
         latches["A"].set()
         latches["B"].set()
-        asyncio.get_running_loop().call_soon(woken.append, "other work")
-    assert woken == ["A0", "B0", "other work", "A1", "B1", "A2", "B2", "A3"]
+        loop.call_soon(turn, 8)
+    # Each set wakes its first waiter at once; after that, one per turn.
+    assert "".join(woken).rstrip("|") == "A0B0|A1|B1|A2|B2|A3"
+
+
+def test_turns_end_and_a_closed_loop_leaves_none_behind() -> None:
+    """Latches set in an event loop that is closed before their waiters' turns came are
+    forgotten when a latch is next set; turns that ran out leave nothing either."""
+    latch = Latch()
+    left: list[asyncio.Future[None]] = []
+
+    async def set_with_waiters_left() -> None:
+        left.extend(asyncio.ensure_future(latch.wait()) for _ in range(3))
+        await asyncio.sleep(0)  # the three wait
+        latch.set()  # wakes the first; the other two wait for turns this loop won't run
+
+    closed = asyncio.new_event_loop()
+    closed.run_until_complete(set_with_waiters_left())
+    closed.close()
+    assert list(_waking) == [closed]
+    assert [wait.done() for wait in left] == [True, False, False]
+
+    async def set_and_wait_for_turns() -> None:
+        other = Latch()
+        waits = [asyncio.ensure_future(other.wait()) for _ in range(3)]
+        await asyncio.sleep(0)
+        other.set()
+        await asyncio.gather(*waits)
+
+    asyncio.run(set_and_wait_for_turns())
+    assert _waking == {}
 
 
 async def test_waits_that_gave_up_leave_nothing_behind() -> None:
