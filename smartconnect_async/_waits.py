@@ -171,8 +171,9 @@ def _take_turns(waiting: Iterator[asyncio.Future[None]]) -> None:
     loop = first.get_loop()
     queue = _waking.get(loop)
     if queue is None:
-        for closed in [other for other in _waking if other.is_closed()]:
-            del _waking[closed]  # closed before its turns ran: nobody is left to wake
+        for other in list(_waking):  # a copy: loops in other threads add their own
+            if other.is_closed():
+                _waking.pop(other, None)  # closed before its turns ran: nobody to wake
         queue = _waking[loop] = deque()
         loop.call_soon(_next_turn, loop)
     queue.append(waiting)
