@@ -199,19 +199,25 @@ class TokenWaitTimeout(Exception):
 class _Flight:
     """One fetch of a token, awaited by every caller that needs it meanwhile."""
 
-    __slots__ = ("done", "error", "token")
+    __slots__ = ("done", "error", "successor", "token")
 
     def __init__(self) -> None:
         self.done = Latch()
         self.token: Token | None = None
         self.error: Exception | None = None
+        # When this flight gave its waiters nothing usable (it was cancelled, or its
+        # token was refused before they woke): the flight the first of them went on to,
+        # which those woken later follow (they wake a few per turn of the event loop)
+        # instead of each starting a fetch of its own.
+        self.successor: _Flight | None = None
 
 
 class TokenCache:
     """Tokens per ``TokenKey``, fetched once however many callers ask at the same time.
 
     - No token, or one about to expire (``MANDATORY_REFRESH``): every caller waits for
-      one fetch, and all of them wake together when it is done.
+      one fetch, and when it is done they wake in order of arrival, a few per turn of
+      the event loop on asyncio (``Latch``), in turn with other keys' waiting callers.
     - Inside the refresh margin (default one day before expiry): one caller refreshes,
       the others keep using the still valid token; a failed early refresh is logged,
       not raised.
@@ -219,8 +225,10 @@ class TokenCache:
       401s for one stale token makes one new token, not one per caller.
 
     A fetch that fails fails every caller waiting for it (none of them fetches again);
-    one that is cancelled leaves the store as it was, and a waiting caller fetches. A
-    caller may bound its wait for a fetch another caller leads (``max_wait``).
+    one that is cancelled leaves the store as it was, and one waiting caller fetches
+    again for all of them (those woken later follow that fetch). A caller may bound its
+    wait for a fetch another caller leads (``max_wait``); once the fetch is done, its
+    turn to wake is not bounded.
 
     The store is read once when a key is first asked for (by the caller that leads, for
     all who ask meanwhile), before each fetch (another process may have stored a newer
@@ -295,11 +303,18 @@ class TokenCache:
                 assert token is not None
                 return await self._refresh_early(key, token, fetch)
         waiting_since: float | None = None
+        ended: _Flight | None = None  # the last flight waited for that gave nothing usable
         while True:
-            flight = self._flights.get(key)
+            flight = ended.successor if ended is not None else None
             if flight is None:
-                flight = self._flights[key] = _Flight()
-                return await self._lead(key, fetch, flight, token, force_refresh)
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    if ended is not None:
+                        ended.successor = flight
+                    return await self._lead(key, fetch, flight, token, force_refresh)
+                if ended is not None:
+                    ended.successor = flight
             if max_wait is None:
                 await flight.done.wait()
             else:
@@ -313,13 +328,16 @@ class TokenCache:
                 except TimeoutError:
                     raise TokenWaitTimeout(max_wait) from None
             if flight.token is not None:
-                if not (force_refresh and flight.token == token):
+                if flight.token.value == self._refused.get(key):
+                    pass  # the server refused it while this caller waited to wake
+                elif not (force_refresh and flight.token == token):
                     return flight.token
-                # That flight took the very token this caller wants replaced (it read
-                # the store for a caller with none): go round and fetch a new one.
+                # Else that flight took the very token this caller wants replaced (it
+                # read the store for a caller with none): go round, for a new one.
             elif flight.error is not None:
                 raise flight.error
             # Else that fetch was cancelled: fetch again (this caller may lead it).
+            ended = flight
 
     async def _lead(
         self,

@@ -8,7 +8,8 @@ itself. Off asyncio (trio) a wait is an anyio event under ``fail_after``.
 A latch that is set wakes its asyncio waiters one per turn of the event loop, in order
 of arrival, taking turns with the other latches set meanwhile, so that a crowd woken at
 once does not hold the loop: what else is ready (answers already in the sockets,
-connections just opened) runs between any two of them.
+connections just opened) runs between any two of them. After ``PACED_FOR`` seconds
+twice as many wake each turn, so a busy loop still wakes a large crowd soon.
 """
 
 from __future__ import annotations
@@ -108,9 +109,9 @@ class Latch:
         self._event: anyio.Event | None = None  # for waiters off asyncio
 
     def set(self) -> None:
-        """Wake every waiter, now and later: on asyncio the first now, then one per turn
-        of the event loop, in order of arrival and in turn with other latches' waiters
-        (their deadlines no longer apply)."""
+        """Wake every waiter, now and later: on asyncio the first now, the others in
+        the loop's next turns (see the module), in order of arrival and in turn with
+        other latches' waiters (their deadlines no longer apply)."""
         if self.is_set:
             return
         self.is_set = True
@@ -145,9 +146,25 @@ class Latch:
                 self._deadlines.settled()
 
 
-# Per event loop, the waiters of set latches not woken yet: one waiter per turn of the
-# loop, the latches taking turns.
-_waking: dict[asyncio.AbstractEventLoop, deque[Iterator[asyncio.Future[None]]]] = {}
+PACED_FOR = 0.1
+"""Seconds for which, once a latch of an event loop is set, the loop's waiting crowds
+wake one waiter per turn; after that twice as many each turn, so that a loop whose turns
+are long (busy with other work) still wakes a crowd of any size within a few more
+turns."""
+
+
+class _Turns:
+    """The waiters of an event loop's set latches not woken yet, latch after latch."""
+
+    __slots__ = ("per_turn", "queue", "since")
+
+    def __init__(self, since: float) -> None:
+        self.queue: deque[Iterator[asyncio.Future[None]]] = deque()
+        self.since = since
+        self.per_turn = 1
+
+
+_waking: dict[asyncio.AbstractEventLoop, _Turns] = {}
 
 
 def _wake_one(waiting: Iterator[asyncio.Future[None]]) -> asyncio.Future[None] | None:
@@ -169,22 +186,28 @@ def _take_turns(waiting: Iterator[asyncio.Future[None]]) -> None:
     if first is None:
         return
     loop = first.get_loop()
-    queue = _waking.get(loop)
-    if queue is None:
+    turns = _waking.get(loop)
+    if turns is None:
         for other in list(_waking):  # a copy: loops in other threads add their own
             if other.is_closed():
                 _waking.pop(other, None)  # closed before its turns ran: nobody to wake
-        queue = _waking[loop] = deque()
+        turns = _waking[loop] = _Turns(loop.time())
         loop.call_soon(_next_turn, loop)
-    queue.append(waiting)
+    turns.queue.append(waiting)
 
 
 def _next_turn(loop: asyncio.AbstractEventLoop) -> None:
-    """One turn of ``loop``: wake the next waiter of the latch whose turn it is."""
-    queue = _waking[loop]
-    waiting = queue.popleft()
-    if _wake_one(waiting) is not None:
-        queue.append(waiting)
+    """One turn of ``loop``: wake the next waiters, one latch's after another's."""
+    turns = _waking[loop]
+    queue = turns.queue
+    if loop.time() - turns.since > PACED_FOR:
+        turns.per_turn *= 2
+    for _ in range(turns.per_turn):
+        if not queue:
+            break
+        waiting = queue.popleft()
+        if _wake_one(waiting) is not None:
+            queue.append(waiting)
     if queue:
         loop.call_soon(_next_turn, loop)
     else:

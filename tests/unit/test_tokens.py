@@ -493,6 +493,69 @@ async def test_cancelled_fetch_is_taken_over_by_a_waiter() -> None:
 
 
 @pytest.mark.anyio
+async def test_waiters_of_a_cancelled_fetch_all_follow_the_one_that_replaces_it() -> None:
+    """The first caller to wake after the fetch it waited for was cancelled fetches
+    again; those woken after it (a few per turn of the event loop, on asyncio) take that
+    fetch's outcome, even when it is already over: a refused GetToken fails them all,
+    sent once, not once per caller."""
+    cancelled_started = anyio.Event()
+    calls = 0
+
+    async def fetch() -> Token:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            cancelled_started.set()
+            await anyio.sleep_forever()
+        raise RuntimeError("refused")  # at once: over before the next caller wakes
+
+    cache = _cache(MutableClock(NOW))
+    errors: list[str] = []
+    leader_scope = anyio.CancelScope()
+
+    async def leader() -> None:
+        with leader_scope:
+            await cache.get(KEY, fetch)
+
+    async def waiter() -> None:
+        with pytest.raises(RuntimeError) as raised:
+            await cache.get(KEY, fetch)
+        errors.append(str(raised.value))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        await cancelled_started.wait()
+        for _ in range(200):
+            tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        leader_scope.cancel()
+    assert calls == 2  # the cancelled fetch, then the one all 200 waiters share
+    assert errors == ["refused"] * 200
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio wakes waiters in any order
+@pytest.mark.anyio
+async def test_callers_woken_after_their_token_was_refused_do_not_take_it() -> None:
+    """The stored token the caller that read it had refused (a 401) before the others
+    woke: they get a new one, fetched once, not the refused one."""
+    store = SlowGetStore()  # the other callers pile up while the store is read
+    cache, fetch, _, stale = _cache_over_stored("stale", store)
+    got: list[str] = []
+
+    async def caller() -> None:
+        token = await cache.get(KEY, fetch)
+        got.append(token.value)
+        if token == stale:
+            await cache.invalidate(KEY, token)  # the server refused it
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(caller)
+    assert got == ["stale"] + ["token-1"] * 49
+    assert fetch.calls == 1
+
+
+@pytest.mark.anyio
 async def test_a_bounded_wait_for_another_callers_fetch_gives_up_alone() -> None:
     cache, fetch = _gated_cache()
     got: list[Token] = []
