@@ -207,8 +207,8 @@ class _Flight:
         self.error: Exception | None = None
         # When this flight gave its waiters nothing usable (it was cancelled, or its
         # token was refused before they woke): the flight the first of them went on to,
-        # which those woken later follow (they wake a few per turn of the event loop)
-        # instead of each starting a fetch of its own.
+        # which those woken later follow (on asyncio they wake one per turn of the
+        # event loop at first) instead of each starting a fetch of its own.
         self.successor: _Flight | None = None
 
 
@@ -216,8 +216,8 @@ class TokenCache:
     """Tokens per ``TokenKey``, fetched once however many callers ask at the same time.
 
     - No token, or one about to expire (``MANDATORY_REFRESH``): every caller waits for
-      one fetch, and when it is done they wake in order of arrival, a few per turn of
-      the event loop on asyncio (``Latch``), in turn with other keys' waiting callers.
+      one fetch, and when it is done they wake in order of arrival, on asyncio one per
+      turn of the event loop at first (``Latch``), in turn with other keys' callers.
     - Inside the refresh margin (default one day before expiry): one caller refreshes,
       the others keep using the still valid token; a failed early refresh is logged,
       not raised.

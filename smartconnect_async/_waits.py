@@ -191,8 +191,11 @@ def _take_turns(waiting: Iterator[asyncio.Future[None]]) -> None:
         for other in list(_waking):  # a copy: loops in other threads add their own
             if other.is_closed():
                 _waking.pop(other, None)  # closed before its turns ran: nobody to wake
+        try:
+            loop.call_soon(_next_turn, loop)
+        except RuntimeError:
+            return  # its loop is closed: nobody there is left to wake
         turns = _waking[loop] = _Turns(loop.time())
-        loop.call_soon(_next_turn, loop)
     turns.queue.append(waiting)
 
 
