@@ -271,9 +271,11 @@ class TokenCache:
         """The stored token of ``key``, unless the server refused it (its deletion from
         the store may still be under way)."""
         token = await self.store.get(key)
-        if token is not None and token.value == self._refused.get(key):
-            return None
-        return token
+        return None if token is None or self._was_refused(key, token) else token
+
+    def _was_refused(self, key: TokenKey, token: Token) -> bool:
+        """Whether the server refused ``token`` (the last one refused for ``key``)."""
+        return token.value == self._refused.get(key)
 
     async def get(
         self,
@@ -328,7 +330,7 @@ class TokenCache:
                 except TimeoutError:
                     raise TokenWaitTimeout(max_wait) from None
             if flight.token is not None:
-                if flight.token.value == self._refused.get(key):
+                if self._was_refused(key, flight.token):
                     pass  # the server refused it while this caller waited to wake
                 elif not (force_refresh and flight.token == token):
                     return flight.token

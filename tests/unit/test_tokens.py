@@ -495,7 +495,7 @@ async def test_cancelled_fetch_is_taken_over_by_a_waiter() -> None:
 @pytest.mark.anyio
 async def test_waiters_of_a_cancelled_fetch_all_follow_the_one_that_replaces_it() -> None:
     """The first caller to wake after the fetch it waited for was cancelled fetches
-    again; those woken after it (a few per turn of the event loop, on asyncio) take that
+    again; those woken after it (one per turn of the event loop, on asyncio) take that
     fetch's outcome, even when it is already over: a refused GetToken fails them all,
     sent once, not once per caller."""
     cancelled_started = anyio.Event()

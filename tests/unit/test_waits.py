@@ -187,20 +187,21 @@ def test_waits_cancelled_before_or_after_set_are_passed_over_and_the_rest_woken(
     ]
 
 
+async def _set_and_wake(latch: Latch, waiters: int = 3) -> None:
+    """Set ``latch`` while ``waiters`` new waits wait on it; return once all have woken."""
+    waits = [asyncio.ensure_future(latch.wait()) for _ in range(waiters)]
+    await asyncio.sleep(0)  # they all wait
+    latch.set()
+    await asyncio.wait_for(asyncio.gather(*waits), 2)
+
+
 def test_a_wait_left_in_a_closed_loop_does_not_stop_the_others_waking() -> None:
     latch = Latch()
     closed = asyncio.new_event_loop()
     left = closed.create_task(latch.wait())
     closed.run_until_complete(asyncio.sleep(0))  # it waits; then its loop is closed
     closed.close()
-
-    async def main() -> None:
-        waits = [asyncio.ensure_future(latch.wait()) for _ in range(3)]
-        await asyncio.sleep(0)
-        latch.set()
-        await asyncio.wait_for(asyncio.gather(*waits), 2)
-
-    asyncio.run(main())
+    asyncio.run(_set_and_wake(latch))
     assert not left.done()  # its loop will never run it
 
 
@@ -221,16 +222,9 @@ def test_turns_end_and_a_closed_loop_leaves_none_behind() -> None:
     assert closed in _waking
     assert [wait.done() for wait in left] == [True, False, False]
 
-    async def set_and_wait_for_turns() -> None:
-        other = Latch()
-        waits = [asyncio.ensure_future(other.wait()) for _ in range(3)]
-        await asyncio.sleep(0)
-        other.set()
-        await asyncio.gather(*waits)
-
-    asyncio.run(set_and_wait_for_turns())
+    asyncio.run(_set_and_wake(Latch()))
     assert closed not in _waking
-    assert not any(not loop.is_closed() for loop in _waking)  # the run's own turns ended
+    assert all(loop.is_closed() for loop in _waking)  # the run's own turns ended
 
 
 async def test_waits_that_gave_up_leave_nothing_behind() -> None:
