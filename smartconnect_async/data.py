@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -62,11 +62,12 @@ class RowStream:
         self._max_retries = max_retries
         self._rows = self._generate()
 
-    def __aiter__(self) -> RowStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[Row]:
+        # The generator itself: ``async for`` then costs no wrapper coroutine per row.
+        return self._rows
 
-    async def __anext__(self) -> Row:
-        return await self._rows.__anext__()
+    def __anext__(self) -> Awaitable[Row]:
+        return self._rows.__anext__()
 
     async def aclose(self) -> None:
         """Stop reading and release the connection."""
