@@ -381,10 +381,36 @@ def _feed_in_chunks(body: bytes, size: int) -> list[dict[str, str | None]]:
     return rows
 
 
+@pytest.mark.parametrize("size", [1, 7, 4096])
 @pytest.mark.parametrize("body", list(HOSTILE.values()), ids=list(HOSTILE))
-def test_incremental_parser_refuses_hostile_xml(body: bytes) -> None:
-    with pytest.raises(ResponseParseError):
-        _feed_in_chunks(body, 7)
+def test_incremental_parser_refuses_hostile_xml(body: bytes, size: int) -> None:
+    # However the answer is cut, a DTD is refused as such before anything in it is used.
+    with pytest.raises(ResponseParseError) as info:
+        _feed_in_chunks(body, size)
+    assert "hostile" in str(info.value) or "DTD" in str(info.value)
+    assert "aaaaaaaaaa" not in str(info.value)
+
+
+def test_inner_dtd_after_a_long_prolog_is_refused() -> None:
+    # However long the prolog before it, the DTD is refused, whatever the cut.
+    prolog = "<!--" + "x" * 40_000 + "-->\r\n<?pi data?>"
+    inner = prolog + '<!DOCTYPE DS [<!ENTITY a "aaaaaaaaaa">]><DS><T><V>&a;</V></T></DS>'
+    for size in (1000, 1 << 20):
+        with pytest.raises(ResponseParseError, match="refused hostile XML") as info:
+            _feed_in_chunks(data_answer(inner), size)
+        assert "aaaaaaaaaa" not in str(info.value)
+
+
+def test_dtd_inside_the_inner_root_is_malformed() -> None:
+    inner = '<DS><!DOCTYPE DS [<!ENTITY a "aaaaaaaaaa">]><T><V>&a;</V></T></DS>'
+    with pytest.raises(ResponseParseError, match="malformed XML") as info:
+        parse_data_set(data_answer(inner))
+    assert "aaaaaaaaaa" not in str(info.value)
+
+
+def test_comments_and_processing_instructions_are_skipped() -> None:
+    inner = "<!-- c --><?pi x?><DS><!-- c --><T><?pi y?><V>1<!-- c -->2</V></T></DS>"
+    assert parse_data_set(data_answer(inner)).rows == [{"V": "12"}]
 
 
 # ---- parse_error_table --------------------------------------------------------------
