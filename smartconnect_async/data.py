@@ -10,6 +10,7 @@ from ._batch import gather_outcomes
 from ._json import variables_body
 from ._transport import JSON, XML, Call
 from ._xml import DataSetCollector, parse_data_set
+from .exceptions import UnknownTableError
 from .models import DataRequest, DataSet, Row, Timeout
 
 if TYPE_CHECKING:
@@ -105,6 +106,14 @@ class RowStream:
                 self.table = table
             if table == self.table:
                 yield row
+        held = list(parser.columns)
+        if self.table is not None and held and self.table not in held:
+            raise UnknownTableError(
+                f"the {call.endpoint} answer for map {key} has no table {self.table!r} "
+                f"(it has {', '.join(map(repr, held))})",
+                table=self.table,
+                tables=held,
+            )
 
 
 class Data:
@@ -147,6 +156,8 @@ class Data:
         Yields the rows of ``table`` (default: the first table of the answer), the same
         rows ``get_all`` returns for it, except that a row streamed before a column first
         appears in its table does not hold that column (``get_all`` gives it ``None``).
+        An answer that holds tables but not ``table`` raises ``UnknownTableError`` once
+        it has been read (an answer with no table at all yields nothing).
         A failure before the answer starts is retried like any read; a failure while it
         streams is raised (no row is ever yielded twice).
         """

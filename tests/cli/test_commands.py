@@ -423,6 +423,13 @@ def test_data_second_table(run_cli, login: DemoCredential) -> None:
     _same_rows(rows, run_cli.reference(lines, login))
 
 
+def test_data_unknown_table_fails_naming_the_tables(run_cli) -> None:
+    result = run_cli("data", "Import Sales Orders", "--table", "Nope", "--format", "ndjson")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "has no table 'Nope' (it has 'Header', 'Line')" in result.stderr
+
+
 # ---- terminal, colours ---------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from smartconnect_async import (
     Row,
     RowStream,
     SmartConnect,
+    UnknownTableError,
 )
 
 pytestmark = pytest.mark.anyio
@@ -249,11 +250,34 @@ async def test_iter_rows_table_selects_another_table() -> None:
     assert rows == [{"Id": "1", "Email": "a@example.com"}, {"Id": "2", "Email": None}]
 
 
-async def test_iter_rows_unknown_table_yields_nothing() -> None:
+async def test_iter_rows_unknown_table_is_an_error_naming_the_tables() -> None:
+    rows: list[Row] = []
     with mock_api() as api:
         api.post("/GetAllData").mock(return_value=_streamed(ChunkStream(TWO_TABLES, size=64)))
         async with client() as sc:
-            rows = [row async for row in sc.data.iter_rows(GUID_CUSTOMERS, table="Nope")]
+
+            async def read_all() -> None:
+                async for row in sc.data.iter_rows(GUID_CUSTOMERS, table="Nope"):
+                    rows.append(row)
+
+            with pytest.raises(UnknownTableError) as info:
+                await read_all()
+    assert rows == []
+    assert str(info.value) == (
+        f"the GetAllData answer for map {GUID_CUSTOMERS} has no table 'Nope' "
+        "(it has 'Customers', 'Contacts')"
+    )
+    assert (info.value.table, info.value.tables) == ("Nope", ("Customers", "Contacts"))
+    assert isinstance(info.value, LookupError)
+
+
+@pytest.mark.parametrize("inner", ["<MyDataSet />", "<MyDataSet>\r\n</MyDataSet>"])
+async def test_iter_rows_table_of_an_empty_answer_yields_nothing(inner: str) -> None:
+    # No table at all: the one asked for may simply have no rows today.
+    with mock_api() as api:
+        api.post("/GetAllData").mock(return_value=_streamed(ChunkStream(data_answer(inner))))
+        async with client() as sc:
+            rows = [row async for row in sc.data.iter_rows(GUID_CUSTOMERS, table="Customers")]
     assert rows == []
 
 
