@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import anyio
 
-__all__ = ["gather_outcomes"]
+__all__ = ["gather_outcomes", "listed"]
 
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 logger = logging.getLogger("smartconnect_async")
+
+
+def listed(items: Iterable[I], what: str) -> list[I]:
+    """``items`` as a list. One item given alone (a string, a ``MapInfo``, a request) is
+    refused: a string would be taken character by character, as so many map names."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(
+            f"{what} takes an iterable of items (a list, say), not a {type(items).__name__}"
+        )
+    return list(items)
 
 
 async def gather_outcomes(

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._batch import gather_outcomes
+from ._batch import gather_outcomes, listed
 from ._json import variables_body
 from ._transport import JSON, XML, Call
 from ._xml import DataSetCollector, parse_data_set
@@ -184,4 +184,6 @@ class Data:
                 )
             return await self.get_all(item, timeout=timeout, max_retries=max_retries)
 
-        return await gather_outcomes(list(maps), pull, concurrency=concurrency, on_result=on_result)
+        return await gather_outcomes(
+            listed(maps, "get_many"), pull, concurrency=concurrency, on_result=on_result
+        )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._batch import gather_outcomes
+from ._batch import gather_outcomes, listed
 from ._json import field, load, variables_body
 from ._transport import JSON, XML, Call
 from ._xml import build_data_table, build_xml_request, parse_error_table
@@ -220,4 +220,6 @@ class Runs:
                 return await self.run_xml(item.map, item.rows, **options)
             return await self.run_data_table(item.map, item.rows, item.with_errors, **options)
 
-        return await gather_outcomes(list(items), one, concurrency=concurrency, on_result=on_result)
+        return await gather_outcomes(
+            listed(items, "run_many"), one, concurrency=concurrency, on_result=on_result
+        )

@@ -28,10 +28,13 @@ from unit_support import (
 from smartconnect_async import (
     APIConnectionError,
     BadRequestError,
+    DataRequest,
+    MapInfo,
     MapRunFailed,
     RateLimitError,
     ResponseParseError,
     RunOutcomeUnknown,
+    RunRequest,
     RunResult,
     ServerError,
     SmartConnectError,
@@ -550,3 +553,29 @@ async def test_run_result_through_the_client() -> None:
     )
     with pytest.raises(MapRunFailed, match="1 document failed"):
         result.raise_for_status()
+
+
+# ---- run_many / get_many: one item given alone ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "kind"),
+    [
+        (GUID_CUSTOMERS, "str"),
+        (b"Import Customers", "bytes"),
+        (MapInfo(GUID_CUSTOMERS, "Import Customers", ""), "MapInfo"),
+        (RunRequest(GUID_CUSTOMERS), "RunRequest"),
+        (DataRequest(GUID_CUSTOMERS), "DataRequest"),
+    ],
+)
+async def test_one_item_alone_is_refused_before_anything_is_sent(items: object, kind: str) -> None:
+    # A string would otherwise be run character by character, as so many map names.
+    with mock_api() as api:
+        async with client() as sc:
+            with pytest.raises(TypeError) as runs:
+                await sc.runs.run_many(items)  # type: ignore[arg-type]
+            with pytest.raises(TypeError) as data:
+                await sc.data.get_many(items)  # type: ignore[arg-type]
+    assert str(runs.value) == f"run_many takes an iterable of items (a list, say), not a {kind}"
+    assert str(data.value) == f"get_many takes an iterable of items (a list, say), not a {kind}"
+    assert not api.calls
