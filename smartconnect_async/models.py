@@ -227,6 +227,19 @@ class RunRequest:
     with_errors: bool = False
     as_xml: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        # Each of these would be dropped without a word: refuse it instead.
+        if self.rows is None:
+            if self.with_errors or self.as_xml:
+                raise ValueError("a RunRequest with with_errors or as_xml needs rows")
+        elif self.variables:
+            raise ValueError(
+                "a RunRequest takes variables or rows, not both: a run with rows "
+                "(runmapdatatable, runmapxml) carries no variables"
+            )
+        elif self.with_errors and self.as_xml:
+            raise ValueError("a RunRequest cannot combine with_errors and as_xml")
+
 
 @attrs.frozen
 class DataRequest:

@@ -578,6 +578,10 @@ def run(
         raise click.UsageError("--with-errors and --xml need --rows")
     if with_errors and as_xml:
         raise click.UsageError("--with-errors and --xml cannot be combined")
+    if variables and rows_file is not None:
+        raise click.UsageError(
+            "--var and --rows cannot be combined: a run with rows carries no variables"
+        )
     try:
         rows = _load_rows(rows_file) if rows_file is not None else None
     except ConfigError as exc:

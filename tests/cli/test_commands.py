@@ -292,6 +292,11 @@ def test_run_rows_from_csv_and_json(run_cli, emulator: Emulator, tmp_path: Path)
         (["run", "X", "--rows", "missing.csv"], "missing.csv"),
         (["run", "X", "--rows", "rows.txt"], "use a .csv or a .json file"),
         (["run", "X", "--concurrency", "0"], "0"),
+        (["run", "X", "--xml", "--with-errors", "--rows", "rows.csv"], "cannot be combined"),
+        (
+            ["run", "X", "--var", "GBL_STATE=CO", "--rows", "rows.csv"],
+            "--var and --rows cannot be combined: a run with rows carries no variables",
+        ),
     ],
 )
 def test_run_usage_errors_exit_2(
@@ -304,6 +309,7 @@ def test_run_usage_errors_exit_2(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rows.txt").write_text("x")
+    (tmp_path / "rows.csv").write_text("AccountNumber\nC1\n")
     result = run_cli(*args)
     assert result.exit_code == 2
     assert message in result.stderr

@@ -15,6 +15,7 @@ from smartconnect_async import (
     DataSet,
     MapInfo,
     MapRunFailed,
+    RunRequest,
     RunResult,
     Timeout,
     Token,
@@ -199,3 +200,33 @@ def test_run_result_raw_is_not_compared_or_shown() -> None:
     b = _result(raw={})
     assert a == b
     assert "s3cr3t" not in repr(a)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"variables": {"GBL_STATE": "CO"}, "rows": [{"A": 1}]},
+            "a RunRequest takes variables or rows, not both: a run with rows "
+            "(runmapdatatable, runmapxml) carries no variables",
+        ),
+        ({"with_errors": True}, "a RunRequest with with_errors or as_xml needs rows"),
+        ({"as_xml": True}, "a RunRequest with with_errors or as_xml needs rows"),
+        (
+            {"rows": [{"A": 1}], "with_errors": True, "as_xml": True},
+            "a RunRequest cannot combine with_errors and as_xml",
+        ),
+    ],
+)
+def test_run_request_refuses_what_a_run_would_drop(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=r"^a RunRequest ") as info:
+        RunRequest("Import Customers", **kwargs)
+    assert str(info.value) == message
+
+
+def test_run_request_combinations_that_run() -> None:
+    rows = [{"A": 1}]
+    assert RunRequest("M", {"GBL_X": "1"}).variables == {"GBL_X": "1"}
+    assert RunRequest("M", {}, rows).rows is rows  # empty variables are none
+    assert RunRequest("M", rows=rows, with_errors=True).with_errors
+    assert RunRequest("M", rows=rows, as_xml=True).as_xml
