@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 from yarl import URL
 
-from ._backend import BackendFailure, BackendRequest, FailureKind
+from ._backend import BackendFailure, BackendRequest, FailureKind, _on_asyncio
 from ._limits import Slots
 from ._redact import redact_url
 
@@ -86,6 +86,11 @@ class AiohttpBackend:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            if not _on_asyncio():  # say so, rather than aiohttp's "no running event loop"
+                raise RuntimeError(
+                    "backend='aiohttp' runs only on asyncio, not on trio (or any other event "
+                    "loop); use backend='httpx' or backend='auto' there"
+                )
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=self._max_connections,

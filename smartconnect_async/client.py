@@ -3,6 +3,7 @@ client made from it with ``with_credentials``."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from types import TracebackType
 from typing import Literal
@@ -12,7 +13,7 @@ import httpx
 
 from ._backend import AutoBackend, Backend
 from ._httpx import HttpxBackend
-from ._redact import redact_url
+from ._redact import REDACTED, redact_url
 from ._session import MapDirectory, Session
 from ._tokens import Clock, TokenCache, TokenKey, TokenStore, utc_now
 from ._transport import Transport
@@ -24,6 +25,9 @@ from .models import Credentials, Timeout
 from .runs import Runs
 
 __all__ = ["SmartConnect"]
+
+_MAX_REFRESH_MARGIN = timedelta(days=90)
+"""Tokens live about three months: a margin this long would renew one on every call."""
 
 
 class SmartConnect:
@@ -46,8 +50,13 @@ class SmartConnect:
     - ``backend``: the HTTP library. ``"auto"`` (the default) takes aiohttp on asyncio
       (a fraction of httpx's CPU per call under concurrency) and httpx on trio or when
       ``http_client`` is given; ``"httpx"`` or ``"aiohttp"`` force one.
-    - ``token_store``: where tokens are kept (default: in memory).
-    - ``refresh_margin``: how long before expiry a token is renewed.
+    - ``token_store``: where tokens are kept (default: in memory): an object with async
+      ``get``, ``set`` and ``delete`` methods.
+    - ``refresh_margin``: how long before expiry a token is renewed (from 0 up to, not
+      including, 90 days: tokens live about three months).
+
+    A setting of the wrong type raises ``TypeError``, one out of range ``ValueError``,
+    here rather than on the first call.
     """
 
     auth: Auth
@@ -75,8 +84,13 @@ class SmartConnect:
         _check_api_url(api_url)
         if not isinstance(credentials, Credentials):
             raise TypeError("credentials must be a smartconnect_async.Credentials")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        _check_timeout(timeout)
+        _check_count("max_connections", max_connections, minimum=1)
+        _check_count("max_retries", max_retries, minimum=0)
+        _check_count("max_concurrent_runs", max_concurrent_runs, minimum=1)
+        _check_keepalive_expiry(keepalive_expiry)
+        _check_token_store(token_store)
+        _check_refresh_margin(refresh_margin)
         transport = Transport(
             api_url,
             _make_backend(backend, http_client, max_connections, keepalive_expiry),
@@ -164,9 +178,22 @@ def _make_backend(
     )
 
 
+def _shown_url(api_url: str) -> str:
+    """``api_url`` as an error message may show it: with anything up to its last "@"
+    (a user name and password, even one holding "/", "?" or "#") and any secret query
+    parameter redacted."""
+    if "@" in api_url:
+        scheme, sep, rest = api_url.partition("://")
+        if not sep:
+            scheme, rest = "", api_url
+        api_url = f"{scheme}{sep}{REDACTED}@{rest.rpartition('@')[2]}"
+    return redact_url(api_url)
+
+
 def _check_api_url(api_url: object) -> None:
-    """An API Url is an absolute http(s) URL with a host, and no query or fragment (the
-    client adds the endpoint and its query)."""
+    """An API Url is an absolute http(s) URL with a host, no user name or password (they
+    would show in every ``repr`` and log line), and no query or fragment (the client adds
+    the endpoint and its query)."""
     if not isinstance(api_url, str):
         raise TypeError(f"api_url must be a str, not {type(api_url).__name__}")
     problem = None
@@ -175,6 +202,8 @@ def _check_api_url(api_url: object) -> None:
         problem = "it must start with http:// or https://"
     elif not parts.hostname:
         problem = "it has no host"
+    elif "@" in parts.netloc:
+        problem = "it must not carry a user name or password"
     elif parts.query or parts.fragment or "?" in api_url or "#" in api_url:
         problem = "it must not have a query or fragment"
     elif any(c.isspace() for c in api_url):
@@ -185,4 +214,51 @@ def _check_api_url(api_url: object) -> None:
         except ValueError:
             problem = "its port is not a number from 0 to 65535"
     if problem is not None:
-        raise ValueError(f"api_url {redact_url(api_url)!r} is not an API Url: {problem}")
+        raise ValueError(f"api_url {_shown_url(api_url)!r} is not an API Url: {problem}")
+
+
+def _check_timeout(timeout: object) -> None:
+    """A ``Timeout``, seconds or ``None``; the values themselves ``Timeout`` checks."""
+    if timeout is not None and not isinstance(timeout, (Timeout, int, float)):
+        raise TypeError(
+            f"timeout must be a Timeout, a number of seconds or None, not {type(timeout).__name__}"
+        )
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
+
+
+def _check_keepalive_expiry(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"keepalive_expiry must be a number of seconds, not {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"keepalive_expiry must be a finite number of seconds, at least 0, not {value!r}"
+        )
+
+
+def _check_token_store(store: object) -> None:
+    if store is None:
+        return
+    missing = [
+        name for name in ("get", "set", "delete") if not callable(getattr(store, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            "token_store must have async get, set and delete methods; "
+            f"{type(store).__name__} has no {', '.join(missing)}"
+        )
+
+
+def _check_refresh_margin(value: object) -> None:
+    if not isinstance(value, timedelta):
+        raise TypeError(f"refresh_margin must be a datetime.timedelta, not {type(value).__name__}")
+    if not timedelta(0) <= value < _MAX_REFRESH_MARGIN:
+        raise ValueError(
+            "refresh_margin must be at least 0 and less than 90 days (tokens live about "
+            f"three months: a longer margin would renew the token on every call), not {value!r}"
+        )
