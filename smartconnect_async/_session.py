@@ -3,7 +3,9 @@ transport, token cache and map directory. Endpoint modules call through it."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, TypeVar
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["MapDirectory", "Session"]
 
 T = TypeVar("T")
+_PROOF_SALT = secrets.token_bytes(16)  # per process: a password's proof is never stored
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -70,6 +73,7 @@ class Session:
             key=key,
             fetch=self._fetch_token,
             secrets=tuple({credentials.password, wire_password}),
+            proof=hashlib.sha256(_PROOF_SALT + wire_password.encode()).digest(),
         )
         self.directory = directories.setdefault(key, MapDirectory())
 

@@ -374,6 +374,12 @@ class TokenCache:
                 del self._flights[key]
             flight.done.set()
 
+    async def put(self, key: TokenKey, token: Token) -> None:
+        """Store ``token``, which a caller fetched by itself, as this cache's for ``key``."""
+        async with self._lock(key):
+            await self.store.set(key, token)
+        self._known[key] = token
+
     async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
         if key in self._flights:
             return token  # someone else is refreshing; this token is still good

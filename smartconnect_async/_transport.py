@@ -96,6 +96,8 @@ class Principal:
     key: TokenKey
     fetch: Callable[[], Awaitable[Token]] = attrs.field(repr=False)
     secrets: tuple[str, ...] = attrs.field(repr=False)
+    proof: bytes = attrs.field(default=b"", repr=False)
+    """A salted digest of the password, in memory only: which password this is."""
 
 
 def _moment(epoch_seconds: float) -> datetime:
@@ -193,6 +195,9 @@ class Transport:
         self.rate_gate = RateGate()
         self.run_slots = RunSlots(max_concurrent_runs)
         self._quoted: dict[str, str] = {}
+        # Per company and user, the password (its proof) that last got a token here, or
+        # the first to ask: the token cached for the key is that password's.
+        self._proven: dict[TokenKey, bytes] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -222,7 +227,17 @@ class Transport:
         A wait for a fetch another call sent is bounded by the pool timeout of the
         call's ``timeout`` (default: the client's), like every wait before sending:
         ``APITimeoutError`` naming ``caller`` (default: GetToken), nothing sent.
+
+        The cached token is not handed to a client whose password differs from the one
+        that got it: such a client sends GetToken with its own password (a wrong one
+        gets the server's 401), and once that succeeds, its password is the one proven.
         """
+        proven = self._proven.setdefault(principal.key, principal.proof)
+        if proven != principal.proof:
+            token = await principal.fetch()
+            self._proven[principal.key] = principal.proof
+            await self.tokens.put(principal.key, token)
+            return token
         max_wait = self.limits(timeout).pool
         try:
             return await self.tokens.get(

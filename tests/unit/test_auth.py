@@ -4,6 +4,7 @@ wire, single-flight fetching, early refresh, 401 handling, custom stores."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import anyio
@@ -197,6 +198,82 @@ async def test_get_token_refused_raises_authentication_error() -> None:
     assert info.value.endpoint == "GetToken"
     assert info.value.request_id == "tok-1"
     assert info.value.body == "Invalid credentials"
+
+
+# ---- a cached token goes only to the password that got it ----------------------------
+
+WRONG = Credentials(email=EMAIL, password="not-the-password", company_id=COMPANY)
+NEW_PASSWORD = Credentials(email=EMAIL, password="the+new/password=", company_id=COMPANY)
+NEW_TOKEN = "bmV3LXRva2Vu"
+
+
+def _get_token_by_password(accepted: dict[str, str]) -> Callable[[httpx.Request], httpx.Response]:
+    """GetToken as the server answers it: the token of an accepted password, else 401."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        token = accepted.get(request.url.params["password"])
+        return httpx.Response(200, json=token) if token else httpx.Response(401, json="Invalid")
+
+    return answer
+
+
+@pytest.mark.parametrize("wrong_first", [False, True])
+async def test_a_wrong_password_never_gets_the_cached_token(wrong_first: bool) -> None:
+    with mock_api(token=None) as api:
+        tokens = api.post("/GetToken", name="GetToken").mock(
+            side_effect=_get_token_by_password({HASHED: TOKEN})
+        )
+        columns = api.post("/GetMapColumns").mock(side_effect=_columns_ok)
+        async with client() as sc:
+            wrong = sc.with_credentials(WRONG)
+            if wrong_first:
+                with pytest.raises(AuthenticationError):
+                    await wrong.maps.columns(GUID_CUSTOMERS)
+            assert len(await sc.maps.columns(GUID_CUSTOMERS)) == 3
+            for _ in range(2):  # the right token is cached now: still refused, each time
+                with pytest.raises(AuthenticationError) as info:
+                    await wrong.maps.columns(GUID_CUSTOMERS)
+                assert info.value.endpoint == "GetToken"
+            assert len(await sc.maps.columns(GUID_CUSTOMERS)) == 3
+    sent = [call.request.url.params["password"] for call in tokens.calls]
+    wrong_hash = independent_hash("not-the-password")
+    first = [wrong_hash] if wrong_first else []
+    assert sent == [*first, HASHED, wrong_hash, wrong_hash], [s[:4] for s in sent]
+    assert columns.call_count == 2  # nothing sent for the wrong password but GetToken
+    assert {sent_token(c.request) for c in columns.calls} == {TOKEN}
+
+
+async def test_same_credentials_share_one_token() -> None:
+    with mock_api() as api:
+        api.post("/GetMapColumns").mock(side_effect=_columns_ok)
+        async with client() as sc:
+            twin = sc.with_credentials(
+                Credentials(email=EMAIL, password=PASSWORD, company_id=COMPANY)
+            )
+            await sc.maps.columns(GUID_CUSTOMERS)
+            await twin.maps.columns(GUID_CUSTOMERS)
+            await twin.auth.get_token()
+    assert api["GetToken"].call_count == 1
+
+
+async def test_a_changed_password_is_proven_once_then_shares_the_cache() -> None:
+    accepted = {HASHED: TOKEN}
+    with mock_api(token=None) as api:
+        tokens = api.post("/GetToken", name="GetToken").mock(
+            side_effect=_get_token_by_password(accepted)
+        )
+        api.post("/GetMapColumns").mock(side_effect=_columns_ok)
+        async with client() as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)
+            accepted.clear()  # the password is changed on the server
+            accepted[independent_hash(NEW_PASSWORD.password)] = NEW_TOKEN
+            renewed = sc.with_credentials(NEW_PASSWORD)
+            assert (await renewed.auth.get_token()).value == NEW_TOKEN
+            for _ in range(3):
+                await renewed.maps.columns(GUID_CUSTOMERS)
+            with pytest.raises(AuthenticationError):  # the old password: proven no more
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert tokens.call_count == 3  # the old password, the new one once, the old one again
 
 
 # ---- single flight ------------------------------------------------------------------
