@@ -35,6 +35,17 @@ __all__ = [
 
 logger = logging.getLogger("smartconnect_async")
 
+
+def _store_failed(action: str, key: TokenKey, exc: Exception) -> None:
+    # The exception's type only: a store's message may hold anything, a token included.
+    logger.warning(
+        "token store %s failed for company %s (%s); going on with the token in memory",
+        action,
+        key.company_id,
+        type(exc).__name__,
+    )
+
+
 _HASH_KEY = b"6clDgmNok3WtR8GKYW6N"
 TOKEN_LIFETIME_MONTHS = 3
 # Inside the mandatory window every caller waits for a new token; inside the advisory
@@ -230,6 +241,7 @@ class TokenCache:
     wait for a fetch another caller leads (``max_wait``); once the fetch is done, its
     turn to wake is not bounded.
 
+    A store that fails is logged and passed over (the token in memory stays in use).
     The store is read once when a key is first asked for (by the caller that leads, for
     all who ask meanwhile), before each fetch (another process may have stored a newer
     token), for ``force_refresh`` and after a token is refused; in between, calls use
@@ -270,8 +282,27 @@ class TokenCache:
     async def _read(self, key: TokenKey) -> Token | None:
         """The stored token of ``key``, unless the server refused it (its deletion from
         the store may still be under way)."""
-        token = await self.store.get(key)
+        token = await self._stored(key)
         return None if token is None or self._was_refused(key, token) else token
+
+    async def _stored(self, key: TokenKey) -> Token | None:
+        """``store.get``; a store that fails holds nothing (logged)."""
+        try:
+            return await self.store.get(key)
+        except Exception as exc:
+            _store_failed("read", key, exc)
+            return None
+
+    async def _store(self, key: TokenKey, token: Token | None) -> None:
+        """``store.set`` (``delete`` for None), the key's lock held by the caller; a store
+        that fails is logged, and the token this cache holds stays in use."""
+        try:
+            if token is None:
+                await self.store.delete(key)
+            else:
+                await self.store.set(key, token)
+        except Exception as exc:
+            _store_failed("write" if token is not None else "delete", key, exc)
 
     def _was_refused(self, key: TokenKey, token: Token) -> bool:
         """Whether the server refused ``token`` (the last one refused for ``key``)."""
@@ -362,7 +393,7 @@ class TokenCache:
             else:
                 token = await fetch()
                 async with self._lock(key):
-                    await self.store.set(key, token)
+                    await self._store(key, token)
             self._known[key] = token
             flight.token = token
             return token
@@ -377,7 +408,7 @@ class TokenCache:
     async def put(self, key: TokenKey, token: Token) -> None:
         """Store ``token``, which a caller fetched by itself, as this cache's for ``key``."""
         async with self._lock(key):
-            await self.store.set(key, token)
+            await self._store(key, token)
         self._known[key] = token
 
     async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
@@ -404,6 +435,6 @@ class TokenCache:
         if known is not None and known.value == failed.value:
             del self._known[key]
         async with self._lock(key):
-            current = await self.store.get(key)
+            current = await self._stored(key)
             if current is not None and current.value == failed.value:
-                await self.store.delete(key)
+                await self._store(key, None)

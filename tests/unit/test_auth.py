@@ -620,6 +620,72 @@ async def test_calls_arriving_while_a_refused_token_is_dropped_all_get_the_new_o
     assert [t.value for t in store.tokens.values()] == [TOKEN]
 
 
+class BrokenStore(DictStore):
+    """A store whose chosen operations raise, their message holding the token."""
+
+    def __init__(self, *broken: str) -> None:
+        super().__init__()
+        self.broken = set(broken)
+        self.attempts: list[str] = []
+
+    def _maybe_fail(self, operation: str) -> None:
+        self.attempts.append(operation)
+        if operation in self.broken:
+            raise NotADirectoryError(f"[Errno 20] Not a directory: /tmp/x/{TOKEN}")
+
+    async def get(self, key: TokenKey) -> Token | None:
+        self._maybe_fail("get")
+        return await super().get(key)
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        self._maybe_fail("set")
+        await super().set(key, token)
+
+    async def delete(self, key: TokenKey) -> None:
+        self._maybe_fail("delete")
+        await super().delete(key)
+
+
+@pytest.mark.parametrize(
+    ("broken", "attempts"),
+    [
+        (("set",), ["get", "set", "get", "get", "set"]),
+        (("get",), ["get", "set", "get", "get", "set"]),
+        (("delete",), ["get", "set", "get", "delete", "get", "set"]),
+        (("get", "set", "delete"), ["get", "set", "get", "get", "set"]),
+    ],
+)
+async def test_a_failing_token_store_never_fails_a_call(
+    broken: tuple[str, ...], attempts: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BrokenStore(*broken)
+    refused = {"done": False}
+
+    async def columns(request: httpx.Request) -> httpx.Response:
+        if not refused["done"]:  # the first token is refused once: a delete is tried
+            refused["done"] = True
+            return httpx.Response(401, json="Authorization has been denied for this request.")
+        return _columns_ok(request)
+
+    caplog.set_level(logging.WARNING, logger="smartconnect_async")
+    with mock_api() as api:
+        api.post("/GetMapColumns").mock(side_effect=columns)
+        async with client(token_store=store) as sc:
+            for _ in range(5):
+                assert len(await sc.maps.columns(GUID_CUSTOMERS)) == 3
+    # One token, then one more after the 401; in memory between, whatever the store did.
+    assert api["GetToken"].call_count == 2
+    # Read, write; after the 401: compare and delete (when the read works), read, write.
+    assert store.attempts == attempts
+    failed = [r.getMessage() for r in caplog.records if "token store" in r.getMessage()]
+    assert len(failed) == sum(a in broken for a in attempts)  # each failure, logged
+    for message in failed:
+        assert message.startswith("token store ")
+        assert f"failed for company {COMPANY} (NotADirectoryError); going on with the" in message
+        assert TOKEN not in message
+    assert TOKEN not in caplog.text
+
+
 async def test_credentials_key_is_normalised() -> None:
     creds = Credentials(email="  USER@Example.com ", password=PASSWORD, company_id=f" {COMPANY} ")
     store = DictStore()
