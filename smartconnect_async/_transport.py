@@ -19,6 +19,7 @@ import attrs
 
 from . import _retry
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
+from ._checks import check_count
 from ._limits import GateClosed, RateGate, RunSlots
 from ._redact import redact
 from ._tokens import TokenCache, TokenKey, TokenWaitTimeout
@@ -185,8 +186,7 @@ class Transport:
         max_retries: int,
         max_concurrent_runs: int = 4,
     ) -> None:
-        if max_retries < 0:
-            raise ValueError("max_retries must not be negative")
+        check_count("max_retries", max_retries, minimum=0)
         self.api_url = api_url.rstrip("/")
         self.backend = backend
         self.tokens = tokens
@@ -373,9 +373,11 @@ class Transport:
         answer: with its body read (and the connection released) when ``keep`` is
         ``None``, else unread and kept open on ``keep``."""
         limits = self.limits(timeout)
-        retries_allowed = self.max_retries if max_retries is None else max_retries
-        if retries_allowed < 0:
-            raise ValueError("max_retries must not be negative")
+        if max_retries is None:
+            retries_allowed = self.max_retries
+        else:
+            check_count("max_retries", max_retries, minimum=0)
+            retries_allowed = max_retries
         group = principal.key.company_id if principal is not None else None
         if group is not None:
             # Its token may be on the way: the backend keeps a connection for it.

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._backend import AutoBackend, Backend
+from ._checks import check_count
 from ._httpx import HttpxBackend
 from ._redact import REDACTED, redact_url
 from ._session import MapDirectory, Session
@@ -85,9 +86,9 @@ class SmartConnect:
         if not isinstance(credentials, Credentials):
             raise TypeError("credentials must be a smartconnect_async.Credentials")
         _check_timeout(timeout)
-        _check_count("max_connections", max_connections, minimum=1)
-        _check_count("max_retries", max_retries, minimum=0)
-        _check_count("max_concurrent_runs", max_concurrent_runs, minimum=1)
+        check_count("max_connections", max_connections, minimum=1)
+        check_count("max_retries", max_retries, minimum=0)
+        check_count("max_concurrent_runs", max_concurrent_runs, minimum=1)
         _check_keepalive_expiry(keepalive_expiry)
         _check_token_store(token_store)
         _check_refresh_margin(refresh_margin)
@@ -223,13 +224,6 @@ def _check_timeout(timeout: object) -> None:
         raise TypeError(
             f"timeout must be a Timeout, a number of seconds or None, not {type(timeout).__name__}"
         )
-
-
-def _check_count(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
 
 
 def _check_keepalive_expiry(value: object) -> None:

@@ -381,6 +381,26 @@ async def test_negative_max_retries_is_refused() -> None:
         client(max_retries=-1)
 
 
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ("1", TypeError, "max_retries must be an int, not str"),
+        (1.5, TypeError, "max_retries must be an int, not float"),
+        (True, TypeError, "max_retries must be an int, not bool"),
+        (-1, ValueError, "max_retries must be at least 0, not -1"),
+    ],
+)
+async def test_a_calls_bad_max_retries_is_refused_before_sending(
+    value: object, error: type[Exception], message: str
+) -> None:
+    with mock_api() as api:
+        async with client() as sc:
+            with pytest.raises(error) as info:
+                await sc.maps.list(max_retries=value)  # type: ignore[arg-type]
+    assert str(info.value) == message
+    assert not api.calls
+
+
 # ---- announcing a company's calls to the backend ------------------------------------
 
 
