@@ -135,6 +135,10 @@ def _looks_like_html(content_type: str, body: bytes) -> bool:
     return head.startswith((b"<!doctype html", b"<html"))
 
 
+_ANSWER_KEPT = 1 << 16
+"""Characters of an unreadable run answer kept in ``RunOutcomeUnknown.body``."""
+
+
 def _excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
     """A short, readable, secret-free excerpt of an answer's body."""
     title = _TITLE.search(body[:8192])
@@ -291,6 +295,8 @@ class Transport:
             sent_at=_moment(opened.sent_at),
             attempt=opened.attempt,
             request_id=request_id,
+            # Redacted before it is cut: a cut could leave part of a secret.
+            body=redact(body.decode("utf-8", "replace"), secrets)[:_ANSWER_KEPT],
         )
         raise unknown from error
 
@@ -615,6 +621,7 @@ class Transport:
                 attempt=attempt,
                 status_code=status,
                 request_id=request_id,
+                body=excerpt,
             )
         retry_after = _retry.parse_retry_after(response.headers.get("retry-after"))
         if retry_after is not None:

@@ -162,7 +162,10 @@ class RunOutcomeUnknown(SmartConnectError):
 
     ``endpoint`` names the call, ``map_key`` the map, ``sent_at`` when the request was sent
     (UTC), ``attempt`` which attempt it was (1 is the first); ``status_code`` and
-    ``request_id`` are set when an error status (a 500, say) was the answer.
+    ``request_id`` are set when an error status (a 500, say) was the answer. ``body`` holds
+    the answer's text, secrets redacted, when one came: an excerpt of an error status's,
+    or the whole of a successful answer that could not be read (the run was processed:
+    its run number is in it).
     """
 
     def __init__(
@@ -175,6 +178,7 @@ class RunOutcomeUnknown(SmartConnectError):
         attempt: int,
         status_code: int | None = None,
         request_id: str | None = None,
+        body: str | None = None,
     ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
@@ -183,6 +187,7 @@ class RunOutcomeUnknown(SmartConnectError):
         self.attempt = attempt
         self.status_code = status_code
         self.request_id = request_id
+        self.body = body
 
 
 class MapRunFailed(SmartConnectError):

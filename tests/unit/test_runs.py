@@ -14,6 +14,8 @@ import pytest
 from unit_support import (
     GUID_CUSTOMERS,
     MAP_LIST_JSON,
+    PASSWORD,
+    TOKEN,
     TOKEN_Q,
     SleepRecorder,
     client,
@@ -531,6 +533,32 @@ async def test_unreadable_200_run_answer_is_outcome_unknown(
     assert info.value.request_id == "r200"
     assert info.value.attempt == 1
     assert isinstance(info.value.__cause__, ResponseParseError)
+    assert info.value.body == body.decode()  # the whole answer: its run number, if any
+
+
+async def test_unreadable_run_answer_body_is_kept_without_secrets() -> None:
+    answer = dumps(run_json(RunNumber=77, Errors=f"token {TOKEN} and {PASSWORD} here"))
+    with mock_api() as api:
+        api.post("/runmap").respond(200, content=answer, headers={"Content-Type": "text/json"})
+        async with client() as sc:
+            with pytest.raises(RunOutcomeUnknown) as info:
+                await sc.runs.run(GUID_CUSTOMERS)
+    body = info.value.body
+    assert body is not None
+    assert '"RunNumber": 77' in body or '"RunNumber":77' in body
+    assert TOKEN not in body
+    assert PASSWORD not in body
+    assert body == answer.decode().replace(TOKEN, "[REDACTED]").replace(PASSWORD, "[REDACTED]")
+
+
+async def test_run_500_outcome_unknown_carries_the_answer_excerpt() -> None:
+    with mock_api() as api:
+        api.post("/runmap").respond(500, json={"Message": "Deadlock in posting"})
+        async with client() as sc:
+            with pytest.raises(RunOutcomeUnknown) as info:
+                await sc.runs.run(GUID_CUSTOMERS)
+    assert info.value.status_code == 500
+    assert info.value.body == "Deadlock in posting"
 
 
 async def test_run_result_through_the_client() -> None:
