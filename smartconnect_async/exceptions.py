@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import RunResult
@@ -40,11 +40,27 @@ __all__ = [
     "ServerError",
     "SmartConnectError",
     "UnknownMapError",
+    "UnknownTableError",
 ]
 
 
 class SmartConnectError(Exception):
-    """Base class of every error this library raises."""
+    """Base class of every error this library raises. Every one pickles (to another
+    process, a task queue), message and attributes included."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default calls ``cls(*args)``, which the keyword-only constructors refuse.
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuilt(
+    cls: type[SmartConnectError], args: tuple[Any, ...], state: dict[str, Any]
+) -> SmartConnectError:
+    """An unpickled error: its class, message and attributes, no constructor run."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ClientClosedError(SmartConnectError):

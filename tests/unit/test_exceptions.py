@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import datetime, timezone
 
 import pytest
@@ -19,9 +20,12 @@ from smartconnect_async import (
     RateLimitError,
     ResponseParseError,
     RunOutcomeUnknown,
+    RunResult,
     ServerError,
     SmartConnectError,
     UnknownMapError,
+    UnknownTableError,
+    ValidationFailure,
 )
 
 
@@ -78,3 +82,46 @@ def test_attributes() -> None:
     assert lookup.candidates == ("a", "b")
     parse = ResponseParseError("p")
     assert (parse.endpoint, parse.request_id) == (None, None)
+
+
+SENT_AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+RESULT = RunResult(
+    status=1,
+    run_number=77,
+    map_id="Import Customers",
+    map_description="",
+    record_count=2,
+    error_count=1,
+    error_message="1 document failed",
+    errors=({"Line": "1"},),
+    validation_errors=(ValidationFailure("bad", column="Phone", row=3),),
+    raw={"RunNumber": 77},
+)
+PICKLED = [
+    ClientClosedError("closed"),
+    APIConnectionError("refused", endpoint="GetMapList", sent=False),
+    APITimeoutError("slow", endpoint="runmap", sent=True),
+    RateLimitError(
+        "m", endpoint="GetMapList", status_code=429, request_id="r", body="b", retry_after=3.0
+    ),
+    ServerError(
+        "s", endpoint="runmap", status_code=500, request_id=None, body="", retry_after=None
+    ),
+    ResponseParseError("p", endpoint="GetAllData", request_id="r2"),
+    UnknownMapError("x", map="Import", candidates=["a", "b"]),
+    UnknownTableError("t", table="Nope", tables=["Table01"]),
+    RunOutcomeUnknown(
+        "u", endpoint="runmap", map_key="k", sent_at=SENT_AT, attempt=2, status_code=500, body="b"
+    ),
+    MapRunFailed(RESULT),
+]
+
+
+@pytest.mark.parametrize("error", PICKLED, ids=[type(e).__name__ for e in PICKLED])
+def test_every_error_pickles_with_its_message_and_attributes(error: SmartConnectError) -> None:
+    # Task queues and process pools send exceptions between processes by pickling them.
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes, just made
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.args == error.args
+    assert vars(copy) == vars(error)
