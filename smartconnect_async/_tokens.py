@@ -406,10 +406,11 @@ class TokenCache:
             flight.done.set()
 
     async def put(self, key: TokenKey, token: Token) -> None:
-        """Store ``token``, which a caller fetched by itself, as this cache's for ``key``."""
+        """Make ``token``, which a caller fetched by itself, this cache's for ``key``: at
+        once, before the first wait, for every caller from now on; then store it."""
+        self._known[key] = token
         async with self._lock(key):
             await self._store(key, token)
-        self._known[key] = token
 
     async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
         if key in self._flights:

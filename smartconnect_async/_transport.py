@@ -239,6 +239,8 @@ class Transport:
         proven = self._proven.setdefault(principal.key, principal.proof)
         if proven != principal.proof:
             token = await principal.fetch()
+            # Both at once (``put`` takes the token before it first waits): no caller
+            # sees this password proven and the other password's token, or the reverse.
             self._proven[principal.key] = principal.proof
             await self.tokens.put(principal.key, token)
             return token

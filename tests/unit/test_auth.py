@@ -39,6 +39,7 @@ from smartconnect_async import (
     BadRequestError,
     Credentials,
     ResponseParseError,
+    SmartConnect,
     Token,
     TokenKey,
     hash_password,
@@ -240,6 +241,56 @@ async def test_a_wrong_password_never_gets_the_cached_token(wrong_first: bool) -
     first = [wrong_hash] if wrong_first else []
     assert sent == [*first, HASHED, wrong_hash, wrong_hash], [s[:4] for s in sent]
     assert columns.call_count == 2  # nothing sent for the wrong password but GetToken
+    assert {sent_token(c.request) for c in columns.calls} == {TOKEN}
+
+
+async def test_a_password_and_its_token_are_taken_together() -> None:
+    # The wrong password asks first and its GetToken is slow; the right one gets its own
+    # token meanwhile, and storing it is slow too. Calls that come while it is being
+    # stored see both at once: the right password gets that token, the wrong one a 401.
+    right_token_sent = anyio.Event()
+
+    async def get_token(request: httpx.Request) -> httpx.Response:
+        if request.url.params["password"] == HASHED:
+            right_token_sent.set()
+            return httpx.Response(200, json=TOKEN)
+        await anyio.sleep(0.3)
+        return httpx.Response(401, json="Invalid")
+
+    class SlowSetStore(DictStore):
+        async def set(self, key: TokenKey, token: Token) -> None:
+            await anyio.sleep(0.1)
+            await super().set(key, token)
+
+    outcomes: dict[str, object] = {}
+    with mock_api(token=None) as api:
+        tokens = api.post("/GetToken", name="GetToken").mock(side_effect=get_token)
+        columns = api.post("/GetMapColumns").mock(side_effect=_columns_ok)
+        async with client(token_store=SlowSetStore()) as sc:
+            wrong = sc.with_credentials(WRONG)
+
+            async def call(name: str, who: SmartConnect) -> None:
+                try:
+                    outcomes[name] = len(await who.maps.columns(GUID_CUSTOMERS))
+                except AuthenticationError as exc:
+                    outcomes[name] = exc.endpoint
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "wrong first", wrong)
+                await anyio.sleep(0.02)
+                tg.start_soon(call, "right", sc)
+                await right_token_sent.wait()
+                await anyio.sleep(0.02)  # the right token is being stored now
+                tg.start_soon(call, "right again", sc)
+                tg.start_soon(call, "wrong again", wrong)
+    assert outcomes == {
+        "wrong first": "GetToken",
+        "right": 3,
+        "right again": 3,
+        "wrong again": "GetToken",
+    }
+    sent = sorted(c.request.url.params["password"] for c in tokens.calls)  # as answered
+    assert sent == sorted([independent_hash(WRONG.password)] * 2 + [HASHED])
     assert {sent_token(c.request) for c in columns.calls} == {TOKEN}
 
 
