@@ -22,7 +22,7 @@ from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
 from ._checks import check_count
 from ._limits import GateClosed, RateGate, RunSlots
 from ._redact import redact
-from ._tokens import TokenCache, TokenKey, TokenWaitTimeout
+from ._tokens import MemoryTokenStore, TokenCache, TokenKey, TokenWaitTimeout
 from .exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -200,8 +200,12 @@ class Transport:
         self.run_slots = RunSlots(max_concurrent_runs)
         self._quoted: dict[str, str] = {}
         # Per company and user, the password (its proof) that last got a token here, or
-        # the first to ask: the token cached for the key is that password's.
+        # the first to ask: the token cached for the key is that password's. Another
+        # password's GetToken goes through ``_proving`` (in memory, keyed per password).
         self._proven: dict[TokenKey, bytes] = {}
+        self._proving = TokenCache(
+            MemoryTokenStore(), refresh_margin=tokens.refresh_margin, clock=tokens.clock
+        )
         self.closed = False
 
     def __repr__(self) -> str:
@@ -236,19 +240,27 @@ class Transport:
         that got it: such a client sends GetToken with its own password (a wrong one
         gets the server's 401), and once that succeeds, its password is the one proven.
         """
-        proven = self._proven.setdefault(principal.key, principal.proof)
-        if proven != principal.proof:
-            token = await principal.fetch()
-            # Both at once (``put`` takes the token before it first waits): no caller
-            # sees this password proven and the other password's token, or the reverse.
-            self._proven[principal.key] = principal.proof
-            await self.tokens.put(principal.key, token)
-            return token
+        key, proof = principal.key, principal.proof
         max_wait = self.limits(timeout).pool
         try:
-            return await self.tokens.get(
-                principal.key, principal.fetch, force_refresh=force_refresh, max_wait=max_wait
+            if self._proven.setdefault(key, proof) == proof:
+                return await self.tokens.get(
+                    key, principal.fetch, force_refresh=force_refresh, max_wait=max_wait
+                )
+            # Another password got the cached token: this one gets its own, with one
+            # GetToken for all of its callers that ask together (a burst of calls with a
+            # wrong password makes one failed login, not one each; a failure is not kept).
+            token = await self._proving.get(
+                TokenKey(key.api_url, key.company_id, f"{key.email}|{proof.hex()}"),
+                principal.fetch,
+                max_wait=max_wait,
             )
+            if self._proven[key] != proof:
+                # Both at once (``put`` takes the token before it first waits): no caller
+                # sees this password proven and the other's token, or the reverse.
+                self._proven[key] = proof
+                await self.tokens.put(key, token)
+            return token
         except TokenWaitTimeout as timed_out:
             endpoint, where = (
                 ("GetToken", "") if caller is None else (caller.endpoint, _where(caller))

@@ -294,6 +294,35 @@ async def test_a_password_and_its_token_are_taken_together() -> None:
     assert {sent_token(c.request) for c in columns.calls} == {TOKEN}
 
 
+async def test_a_burst_with_a_wrong_password_makes_one_failed_login() -> None:
+    async def get_token(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.02)
+        return _get_token_by_password({HASHED: TOKEN})(request)
+
+    failures: list[str] = []
+    with mock_api(token=None) as api:
+        tokens = api.post("/GetToken", name="GetToken").mock(side_effect=get_token)
+        api.post("/GetMapColumns").mock(side_effect=_columns_ok)
+        async with client() as sc:
+            await sc.maps.columns(GUID_CUSTOMERS)  # the right password's token is cached
+            wrong = sc.with_credentials(WRONG)
+
+            async def one() -> None:
+                try:
+                    await wrong.maps.columns(GUID_CUSTOMERS)
+                except AuthenticationError as exc:
+                    failures.append(exc.endpoint)
+
+            for _ in range(2):  # two bursts: one GetToken each (a failure is not kept)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(200):
+                        tg.start_soon(one)
+    assert failures == ["GetToken"] * 400
+    wrong_hash = independent_hash(WRONG.password)
+    sent = [c.request.url.params["password"] for c in tokens.calls]
+    assert sent == [HASHED, wrong_hash, wrong_hash]
+
+
 async def test_same_credentials_share_one_token() -> None:
     with mock_api() as api:
         api.post("/GetMapColumns").mock(side_effect=_columns_ok)
