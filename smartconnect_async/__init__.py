@@ -27,7 +27,6 @@ from .exceptions import (
     ServerError,
     SmartConnectError,
     UnknownMapError,
-    UnknownTableError,
 )
 from .maps import MapRef
 from .models import (
@@ -78,7 +77,6 @@ __all__ = [
     "TokenKey",
     "TokenStore",
     "UnknownMapError",
-    "UnknownTableError",
     "ValidationFailure",
     "__version__",
     "hash_password",

@@ -8,6 +8,7 @@ import binascii
 import calendar
 import hashlib
 import hmac
+import inspect
 import logging
 import re
 import time
@@ -43,6 +44,14 @@ def _store_failed(action: str, key: TokenKey, exc: Exception) -> None:
         action,
         key.company_id,
         type(exc).__name__,
+    )
+
+
+def _not_async(operation: str, returned: object) -> TypeError:
+    # Not a failure of the store to pass over: a store that cannot work at all.
+    return TypeError(
+        f"token_store.{operation} must be async (awaitable); it returned a "
+        f"{type(returned).__name__}"
     )
 
 
@@ -288,21 +297,27 @@ class TokenCache:
     async def _stored(self, key: TokenKey) -> Token | None:
         """``store.get``; a store that fails holds nothing (logged)."""
         try:
-            return await self.store.get(key)
+            pending = self.store.get(key)
+            if inspect.isawaitable(pending):
+                return await pending
         except Exception as exc:
             _store_failed("read", key, exc)
             return None
+        raise _not_async("get", pending)
 
     async def _store(self, key: TokenKey, token: Token | None) -> None:
         """``store.set`` (``delete`` for None), the key's lock held by the caller; a store
         that fails is logged, and the token this cache holds stays in use."""
+        operation = "delete" if token is None else "set"
         try:
-            if token is None:
-                await self.store.delete(key)
-            else:
-                await self.store.set(key, token)
+            pending = self.store.delete(key) if token is None else self.store.set(key, token)
+            if inspect.isawaitable(pending):
+                await pending
+                return
         except Exception as exc:
             _store_failed("write" if token is not None else "delete", key, exc)
+            return
+        raise _not_async(operation, pending)
 
     def _was_refused(self, key: TokenKey, token: Token) -> bool:
         """Whether the server refused ``token`` (the last one refused for ``key``)."""

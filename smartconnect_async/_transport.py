@@ -137,6 +137,17 @@ def _looks_like_html(content_type: str, body: bytes) -> bool:
 
 _ANSWER_KEPT = 1 << 16
 """Characters of an unreadable run answer kept in ``RunOutcomeUnknown.body``."""
+_ASCII_ESCAPE = re.compile(r"\\u00([2-7][0-9A-Fa-f])|\\(/)")
+
+
+def _answer_text(body: bytes, secrets: tuple[str, ...]) -> str:
+    """An answer's text for an error to keep: JSON's escapes of printable ASCII read
+    plain (System.Text.Json writes "+" as \\u002B), so that a secret written that way
+    is redacted too; redacted before it is cut (a cut could leave part of a secret)."""
+    # Enough bytes for the characters kept, and for a whole secret astride the cut.
+    text = body[: 4 * _ANSWER_KEPT + 16384].decode("utf-8", "replace")
+    text = _ASCII_ESCAPE.sub(lambda m: m.group(2) or chr(int(m.group(1), 16)), text)
+    return redact(text, secrets)[:_ANSWER_KEPT]
 
 
 def _excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
@@ -244,9 +255,13 @@ class Transport:
         max_wait = self.limits(timeout).pool
         try:
             if self._proven.setdefault(key, proof) == proof:
-                return await self.tokens.get(
+                token = await self.tokens.get(
                     key, principal.fetch, force_refresh=force_refresh, max_wait=max_wait
                 )
+                if self._proven[key] == proof:
+                    return token
+                # Another password was proven while this caller waited (its fetch may
+                # have been cancelled, and the next one taken the other's token).
             # Another password got the cached token: this one gets its own, with one
             # GetToken for all of its callers that ask together (a burst of calls with a
             # wrong password makes one failed login, not one each; a failure is not kept).
@@ -309,8 +324,7 @@ class Transport:
             sent_at=_moment(opened.sent_at),
             attempt=opened.attempt,
             request_id=request_id,
-            # Redacted before it is cut: a cut could leave part of a secret.
-            body=redact(body.decode("utf-8", "replace"), secrets)[:_ANSWER_KEPT],
+            body=_answer_text(body, secrets),
         )
         raise unknown from error
 

@@ -27,8 +27,9 @@ from .runs import Runs
 
 __all__ = ["SmartConnect"]
 
-_MAX_REFRESH_MARGIN = timedelta(days=90)
-"""Tokens live about three months: a margin this long would renew one on every call."""
+_MAX_REFRESH_MARGIN = timedelta(days=89)
+"""Tokens live three calendar months, 89 days at the least (1 February to 1 May): a
+margin this long would renew one on every call."""
 
 
 class SmartConnect:
@@ -54,7 +55,7 @@ class SmartConnect:
     - ``token_store``: where tokens are kept (default: in memory): an object with async
       ``get``, ``set`` and ``delete`` methods.
     - ``refresh_margin``: how long before expiry a token is renewed (from 0 up to, not
-      including, 90 days: tokens live about three months).
+      including, 89 days: tokens live three months, 89 days at the least).
 
     A setting of the wrong type raises ``TypeError``, one out of range ``ValueError``,
     here rather than on the first call.
@@ -203,7 +204,7 @@ def _check_api_url(api_url: object) -> None:
         problem = "it must start with http:// or https://"
     elif not parts.hostname:
         problem = "it has no host"
-    elif "@" in parts.netloc:
+    elif "@" in api_url:  # anywhere: a password holding "/" ends the host part early
         problem = "it must not carry a user name or password"
     elif parts.query or parts.fragment or "?" in api_url or "#" in api_url:
         problem = "it must not have a query or fragment"
@@ -253,6 +254,7 @@ def _check_refresh_margin(value: object) -> None:
         raise TypeError(f"refresh_margin must be a datetime.timedelta, not {type(value).__name__}")
     if not timedelta(0) <= value < _MAX_REFRESH_MARGIN:
         raise ValueError(
-            "refresh_margin must be at least 0 and less than 90 days (tokens live about "
-            f"three months: a longer margin would renew the token on every call), not {value!r}"
+            "refresh_margin must be at least 0 and less than 89 days (tokens live three "
+            "months, 89 days at the least: a longer margin would renew the token on every "
+            f"call), not {value!r}"
         )

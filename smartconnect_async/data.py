@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -10,12 +11,13 @@ from ._batch import gather_outcomes, listed
 from ._json import variables_body
 from ._transport import JSON, XML, Call
 from ._xml import DataSetCollector, parse_data_set
-from .exceptions import UnknownTableError
 from .models import DataRequest, DataSet, Row, Timeout
 
 if TYPE_CHECKING:
     from ._session import Session
     from .maps import MapRef
+
+logger = logging.getLogger("smartconnect_async")
 
 __all__ = ["Data", "RowStream", "data_call"]
 
@@ -108,11 +110,14 @@ class RowStream:
                 yield row
         held = list(parser.columns)
         if self.table is not None and held and self.table not in held:
-            raise UnknownTableError(
-                f"the {call.endpoint} answer for map {key} has no table {self.table!r} "
-                f"(it has {', '.join(map(repr, held))})",
-                table=self.table,
-                tables=held,
+            # A table without rows is not in the answer at all, so this may be right
+            # (no rows today) or a misspelt name: say so, do not fail.
+            logger.warning(
+                "the %s answer for map %s has no rows of table %r (it has rows of %s)",
+                call.endpoint,
+                key,
+                self.table,
+                ", ".join(map(repr, held)),
             )
 
 
@@ -156,8 +161,9 @@ class Data:
         Yields the rows of ``table`` (default: the first table of the answer), the same
         rows ``get_all`` returns for it, except that a row streamed before a column first
         appears in its table does not hold that column (``get_all`` gives it ``None``).
-        An answer that holds tables but not ``table`` raises ``UnknownTableError`` once
-        it has been read (an answer with no table at all yields nothing).
+        An answer that holds rows of other tables but none of ``table`` yields nothing
+        and logs a warning naming them, once it has been read (a table with no rows is
+        not in the answer, so a misspelt name and an empty table look alike).
         A failure before the answer starts is retried like any read; a failure while it
         streams is raised (no row is ever yielded twice).
         """

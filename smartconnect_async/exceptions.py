@@ -7,7 +7,6 @@
     ``RateLimitError`` 429, ``ServerError`` 5xx
     ``ResponseParseError`` (a malformed, unexpected or hostile answer)
     ``UnknownMapError`` (a map name that is absent or ambiguous)
-    ``UnknownTableError`` (``iter_rows`` asked for a table the answer does not hold)
     ``RunOutcomeUnknown`` (a run may have reached the server; it is never re-sent)
     ``MapRunFailed`` (a run finished with a failure status or errors)
     ``ClientClosedError`` (the client was used after it was closed)
@@ -40,7 +39,6 @@ __all__ = [
     "ServerError",
     "SmartConnectError",
     "UnknownMapError",
-    "UnknownTableError",
 ]
 
 
@@ -157,18 +155,6 @@ class UnknownMapError(SmartConnectError, LookupError):
         super().__init__(message)
         self.map = map
         self.candidates = tuple(candidates)
-
-
-class UnknownTableError(SmartConnectError, LookupError):
-    """``iter_rows`` was asked for a table the answer does not hold (it holds others).
-
-    ``table`` is the table asked for, ``tables`` those the answer held, in order.
-    """
-
-    def __init__(self, message: str, *, table: str, tables: Sequence[str]) -> None:
-        super().__init__(message)
-        self.table = table
-        self.tables = tuple(tables)
 
 
 class RunOutcomeUnknown(SmartConnectError):

@@ -294,6 +294,41 @@ async def test_a_password_and_its_token_are_taken_together() -> None:
     assert {sent_token(c.request) for c in columns.calls} == {TOKEN}
 
 
+async def test_a_wrong_password_waiting_on_a_cancelled_fetch_gets_no_token() -> None:
+    # The wrong password's first call is cancelled while another of its calls waits for
+    # its GetToken, and the right password proves itself meanwhile: the waiting call
+    # goes round, and must not take the token the right password stored.
+    async def get_token(request: httpx.Request) -> httpx.Response:
+        if request.url.params["password"] != HASHED:
+            await anyio.sleep(0.2)
+        return _get_token_by_password({HASHED: TOKEN})(request)
+
+    outcomes: dict[str, object] = {}
+    with mock_api(token=None) as api:
+        api.post("/GetToken", name="GetToken").mock(side_effect=get_token)
+        columns = api.post("/GetMapColumns").mock(side_effect=_columns_ok)
+        async with client() as sc:
+            wrong = sc.with_credentials(WRONG)
+
+            async def cancelled() -> None:
+                with anyio.move_on_after(0.05):
+                    await wrong.auth.get_token()
+
+            async def call(name: str, who: SmartConnect, after: float) -> None:
+                await anyio.sleep(after)
+                try:
+                    outcomes[name] = len(await who.maps.columns(GUID_CUSTOMERS))
+                except AuthenticationError as exc:
+                    outcomes[name] = exc.endpoint
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancelled)
+                tg.start_soon(call, "wrong, waiting", wrong, 0.01)
+                tg.start_soon(call, "right", sc, 0.02)
+    assert outcomes == {"wrong, waiting": "GetToken", "right": 3}
+    assert [sent_token(c.request) for c in columns.calls] == [TOKEN]  # the right call's
+
+
 async def test_a_burst_with_a_wrong_password_makes_one_failed_login() -> None:
     async def get_token(request: httpx.Request) -> httpx.Response:
         await anyio.sleep(0.02)
@@ -764,6 +799,28 @@ async def test_a_failing_token_store_never_fails_a_call(
         assert f"failed for company {COMPANY} (NotADirectoryError); going on with the" in message
         assert TOKEN not in message
     assert TOKEN not in caplog.text
+
+
+class SyncStore:
+    """A store written without ``async``: it cannot work, and must not pass for failing."""
+
+    def get(self, key: TokenKey) -> Token | None:
+        return None
+
+    def set(self, key: TokenKey, token: Token) -> None:
+        pass
+
+    def delete(self, key: TokenKey) -> None:
+        pass
+
+
+async def test_a_store_that_is_not_async_is_a_type_error() -> None:
+    with mock_api() as api:
+        async with client(token_store=SyncStore()) as sc:
+            with pytest.raises(TypeError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS)
+    assert str(info.value) == ("token_store.get must be async (awaitable); it returned a NoneType")
+    assert not api.calls
 
 
 async def test_credentials_key_is_normalised() -> None:

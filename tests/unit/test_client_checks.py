@@ -45,6 +45,7 @@ def test_api_url_with_user_info_is_refused(api_url: str) -> None:
         "https://scuser:hun#ter22@sc.example.com/API",  # a password that ends the URL early
         "https://scuser:hun?ter22@sc.example.com/API",
         "https://scuser:hun/ter22@sc.example.com/API",
+        "https://scuser:123/ter22@sc.example.com/API",  # reads as host scuser, port 123
     ],
 )
 def test_malformed_user_info_leaks_nothing(api_url: str) -> None:
@@ -97,11 +98,11 @@ class _NotCallable:
             r"refresh_margin .*not datetime\.timedelta\(days=-1",
         ),
         (
-            {"refresh_margin": timedelta(days=90)},
+            {"refresh_margin": timedelta(days=89)},
             ValueError,
-            r"refresh_margin .*less than 90 days.*not datetime\.timedelta\(days=90\)",
+            r"refresh_margin .*less than 89 days.*not datetime\.timedelta\(days=89\)",
         ),
-        ({"refresh_margin": timedelta(days=365)}, ValueError, "refresh_margin .*90 days"),
+        ({"refresh_margin": timedelta(days=365)}, ValueError, "refresh_margin .*89 days"),
         ({"token_store": object()}, TypeError, "token_store .*object has no get, set, delete"),
         ({"token_store": _GetOnly()}, TypeError, "token_store .*_GetOnly has no set, delete"),
         ({"token_store": _NotCallable()}, TypeError, "token_store .*has no get, set, delete"),
@@ -143,7 +144,7 @@ def test_a_secret_given_as_a_setting_is_not_shown(setting: str) -> None:
         {"keepalive_expiry": 0},
         {"keepalive_expiry": 0.5},
         {"refresh_margin": timedelta(0)},
-        {"refresh_margin": timedelta(days=90) - timedelta(microseconds=1)},
+        {"refresh_margin": timedelta(days=89) - timedelta(microseconds=1)},
         {"token_store": None},
         {"token_store": MemoryTokenStore()},
         {"timeout": None},

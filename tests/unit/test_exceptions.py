@@ -24,7 +24,6 @@ from smartconnect_async import (
     ServerError,
     SmartConnectError,
     UnknownMapError,
-    UnknownTableError,
     ValidationFailure,
 )
 
@@ -109,7 +108,6 @@ PICKLED = [
     ),
     ResponseParseError("p", endpoint="GetAllData", request_id="r2"),
     UnknownMapError("x", map="Import", candidates=["a", "b"]),
-    UnknownTableError("t", table="Nope", tables=["Table01"]),
     RunOutcomeUnknown(
         "u", endpoint="runmap", map_key="k", sent_at=SENT_AT, attempt=2, status_code=500, body="b"
     ),

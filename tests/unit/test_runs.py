@@ -15,6 +15,7 @@ from unit_support import (
     GUID_CUSTOMERS,
     MAP_LIST_JSON,
     PASSWORD,
+    PLUS_TOKEN,
     TOKEN,
     TOKEN_Q,
     SleepRecorder,
@@ -549,6 +550,18 @@ async def test_unreadable_run_answer_body_is_kept_without_secrets() -> None:
     assert TOKEN not in body
     assert PASSWORD not in body
     assert body == answer.decode().replace(TOKEN, "[REDACTED]").replace(PASSWORD, "[REDACTED]")
+
+
+async def test_unreadable_run_answer_body_redacts_json_escaped_secrets() -> None:
+    # System.Text.Json writes "+" as \u002B and may write "/" as "\/".
+    escaped = PLUS_TOKEN.replace("+", "\\u002B").replace("/", "\\/")
+    answer = f'{{"Status": "odd", "RunNumber": 5, "Echo": "{escaped}"}}'.encode()
+    with mock_api(token=PLUS_TOKEN) as api:
+        api.post("/runmap").respond(200, content=answer, headers={"Content-Type": "text/json"})
+        async with client() as sc:
+            with pytest.raises(RunOutcomeUnknown) as info:
+                await sc.runs.run(GUID_CUSTOMERS)
+    assert info.value.body == '{"Status": "odd", "RunNumber": 5, "Echo": "[REDACTED]"}'
 
 
 async def test_run_500_outcome_unknown_carries_the_answer_excerpt() -> None:
