@@ -268,6 +268,7 @@ class Transport:
             token = await self._proving.get(
                 TokenKey(key.api_url, key.company_id, f"{key.email}|{proof.hex()}"),
                 principal.fetch,
+                force_refresh=force_refresh,
                 max_wait=max_wait,
             )
             if self._proven[key] != proof:

@@ -358,6 +358,28 @@ async def test_a_burst_with_a_wrong_password_makes_one_failed_login() -> None:
     assert sent == [HASHED, wrong_hash, wrong_hash]
 
 
+async def test_force_refresh_holds_for_a_password_not_proven_yet() -> None:
+    # Both passwords are accepted here; each takes over when it proves itself, and a
+    # forced refresh by the one not proven now still sends its GetToken.
+    accepted = {HASHED: TOKEN, independent_hash(NEW_PASSWORD.password): NEW_TOKEN}
+    with mock_api(token=None) as api:
+        tokens = api.post("/GetToken", name="GetToken").mock(
+            side_effect=_get_token_by_password(accepted)
+        )
+        async with client() as sc:
+            other = sc.with_credentials(NEW_PASSWORD)
+            await sc.auth.get_token()  # proven: PASSWORD
+            await other.auth.get_token()  # proves NEW_PASSWORD
+            await sc.auth.get_token()  # proves PASSWORD again
+            assert tokens.call_count == 3
+            await other.auth.get_token()  # its own token, kept from before: no GetToken
+            assert tokens.call_count == 3
+            await sc.auth.get_token()  # the same for this one
+            assert tokens.call_count == 3
+            await other.auth.get_token(force_refresh=True)
+    assert tokens.call_count == 4
+
+
 async def test_same_credentials_share_one_token() -> None:
     with mock_api() as api:
         api.post("/GetMapColumns").mock(side_effect=_columns_ok)
