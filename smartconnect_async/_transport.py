@@ -201,7 +201,7 @@ class Transport:
         max_retries: int,
         max_concurrent_runs: int = 4,
     ) -> None:
-        check_count("max_retries", max_retries, minimum=0)
+        # ``max_retries`` (like every setting) was checked by the client that made this.
         self.api_url = api_url.rstrip("/")
         self.backend = backend
         self.tokens = tokens
