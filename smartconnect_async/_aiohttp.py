@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import aiohttp
 from yarl import URL
 
 from ._backend import BackendFailure, BackendRequest, FailureKind, _on_asyncio
-from ._limits import Slots
 from ._redact import redact_url
 
 __all__ = ["AiohttpBackend"]
@@ -72,17 +72,13 @@ class _AiohttpResponse:
 
 
 class AiohttpBackend:
-    """Sends requests with an ``aiohttp.ClientSession`` made on first use."""
+    """Sends requests with an ``aiohttp.ClientSession`` made on first use. The transport
+    bounds the requests in flight to ``max_connections``, so the pool never queues."""
 
     def __init__(self, *, max_connections: int = 100, keepalive_expiry: float = 4.0) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
-        # Requests in flight, each holding a connection: taken here, under the pool
-        # timeout alone (aiohttp would count waiting for the pool as connecting), and
-        # fairly between companies (aiohttp's own queue is first come, first served),
-        # with one kept free for each company whose calls are under way and hold none.
-        self._in_flight = Slots(max_connections)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -99,73 +95,29 @@ class AiohttpBackend:
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         return self._session
 
-    def send(self, request: BackendRequest) -> _Exchange:
-        return _Exchange(self, request)
-
-    def announce(self, group: str) -> None:
-        self._in_flight.announce(group)
-
-    def withdraw(self, group: str) -> None:
-        self._in_flight.withdraw(group)
-
-    def pause(self, group: str) -> None:
-        self._in_flight.pause(group)
-
-    def resume(self, group: str) -> None:
-        self._in_flight.resume(group)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-class _Exchange:
-    """``async with backend.send(request) as response``: a connection slot taken, the
-    request sent, the response's connection and the slot given back on exit. (A class,
-    not ``@asynccontextmanager``: entering and leaving a generator-based context costs
-    more, on every call.)"""
-
-    __slots__ = ("_backend", "_request", "_response")
-
-    def __init__(self, backend: AiohttpBackend, request: BackendRequest) -> None:
-        self._backend = backend
-        self._request = request
-        self._response: aiohttp.ClientResponse | None = None
-
-    async def __aenter__(self) -> _AiohttpResponse:
-        backend, request = self._backend, self._request
+    @asynccontextmanager
+    async def send(self, request: BackendRequest) -> AsyncIterator[_AiohttpResponse]:
         t = request.timeout
-        try:
-            await backend._in_flight.acquire(t.pool, request.group)
-        except TimeoutError:
-            raise BackendFailure(
-                FailureKind.POOL_TIMEOUT,
-                f"no connection of {backend._max_connections} came free (busy, or kept "
-                "for companies whose calls hold none)",
-            ) from None
         try:
             # encoded=True: the query is already percent-encoded; re-quoting could turn
             # %2B back into a "+", which the server reads as a space.
-            self._response = await backend._get_session().request(
+            response = await self._get_session().request(
                 "POST",
                 URL(request.url, encoded=True),
                 data=request.content,
-                headers=dict(request.headers),
+                headers=request.headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
                 ),
                 allow_redirects=False,
             )
-        except BaseException as exc:
-            backend._in_flight.release(request.group)
-            if isinstance(exc, _ERRORS):
-                raise _failure(exc) from None
-            raise
-        return _AiohttpResponse(self._response)
-
-    async def __aexit__(self, *_: object) -> None:
+        except _ERRORS as exc:
+            raise _failure(exc) from None
         try:
-            if self._response is not None:
-                self._response.release()
+            yield _AiohttpResponse(response)
         finally:
-            self._backend._in_flight.release(self._request.group)
+            response.release()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

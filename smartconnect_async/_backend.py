@@ -63,9 +63,6 @@ class BackendRequest:
     headers: Mapping[str, str]
     content: bytes | None
     timeout: Timeout
-    group: str | None = None
-    """Whose call this is (a company): when every connection is busy, groups take turns
-    for the next free one (the aiohttp backend; httpx has a pool of its own)."""
 
 
 class BackendResponse(Protocol):
@@ -98,25 +95,6 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Close the connections (only those the backend owns)."""
-        ...
-
-    def announce(self, group: str) -> None:
-        """A call of ``group`` (a company) is under way and will ask for a connection,
-        perhaps after waiting for its token: the backend may keep one free for it while
-        it holds none, so that another company's burst cannot take them all first."""
-        ...
-
-    def withdraw(self, group: str) -> None:
-        """Undo one ``announce``: the call ended."""
-        ...
-
-    def pause(self, group: str) -> None:
-        """A call of ``group`` sleeps (backing off, or at the rate gate) before it can
-        ask: keep no connection for ``group`` meanwhile. Undone by ``resume``."""
-        ...
-
-    def resume(self, group: str) -> None:
-        """Undo one ``pause``."""
         ...
 
 
@@ -164,24 +142,6 @@ class AutoBackend:
         if self._backend is None:
             self._backend = self._pick()
         return self._backend.send(request)
-
-    def announce(self, group: str) -> None:
-        """Picks the backend if no request has yet (a call's first step)."""
-        if self._backend is None:
-            self._backend = self._pick()
-        self._backend.announce(group)
-
-    def withdraw(self, group: str) -> None:
-        if self._backend is not None:
-            self._backend.withdraw(group)
-
-    def pause(self, group: str) -> None:
-        if self._backend is not None:
-            self._backend.pause(group)
-
-    def resume(self, group: str) -> None:
-        if self._backend is not None:
-            self._backend.resume(group)
 
     async def aclose(self) -> None:
         if self._backend is not None:

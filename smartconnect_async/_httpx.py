@@ -105,20 +105,6 @@ class HttpxBackend:
         finally:
             await response.aclose()
 
-    # httpx keeps its own pool: no connection is kept for anyone.
-
-    def announce(self, group: str) -> None:
-        """Nothing to do (see ``Backend.announce``)."""
-
-    def withdraw(self, group: str) -> None:
-        """Nothing to do."""
-
-    def pause(self, group: str) -> None:
-        """Nothing to do."""
-
-    def resume(self, group: str) -> None:
-        """Nothing to do."""
-
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()

@@ -1,241 +1,24 @@
-"""Limits shared by every client on one transport: the server's rate-limit budget, and
-how many runs one company may have in flight at once."""
+"""Limits shared by every client on one transport, checked before each attempt is sent:
+the server's rate-limit budget (``RateGate``), how many runs one company may have in
+flight (``max_concurrent_runs``) and how many requests all of them may (the connection
+pool's size). Every wait is bounded by the call's pool timeout."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
 
 import anyio
 
 from . import _retry
-from ._waits import Deadlines
+from ._backend import FailureKind
+from ._wire import Call
+from .exceptions import APITimeoutError, RateLimitError
+from .models import Timeout
 
-__all__ = ["GateClosed", "RateGate", "RunSlots", "Slots"]
-
-
-class _Waiter:
-    """A waiter off asyncio (trio): an event, and whether it got its slot or gave up."""
-
-    __slots__ = ("event", "gave_up", "granted")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.granted = False
-        self.gave_up = False
-
-    def done(self) -> bool:
-        return self.granted or self.gave_up
-
-    def set_result(self, _: None) -> None:
-        self.granted = True
-        self.event.set()
-
-
-_Line = deque["asyncio.Future[None] | _Waiter"]
-
-
-class Slots:
-    """A semaphore whose waits are bounded by a timeout and fair between groups.
-
-    Waiters of one group (a company) are served in order of arrival, and groups take
-    turns: a released slot goes to the longest waiter of the next group in line, so a
-    burst of one company's calls holds another company's next call back by at most one
-    slot per waiting group, not by the whole burst.
-
-    A group can also be *announced* before it asks (a company whose calls wait for
-    their token): while an announced group holds no slot, one free slot is kept for it,
-    so that another group's burst cannot take every slot just before it asks. Only the
-    free slots are kept, never more than one per such group, and none while the group
-    is *paused* (one of its calls backs off or waits for the server's rate limit, or
-    the fetch of the token its calls wait for does).
-
-    With many more callers than slots most calls wait here, so waits are bounded the
-    cheap way (``_waits.Deadlines``): on asyncio a waiter is a bare future under one
-    shared timer; off asyncio an anyio event under ``fail_after``. Waiters that gave up
-    stay in their line until a release passes them.
-    """
-
-    __slots__ = (
-        "_announced",
-        "_deadlines",
-        "_free",
-        "_held",
-        "_kept",
-        "_paused",
-        "_queues",
-    )
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        # Per group, its waiters in order of arrival; the groups in their turn order.
-        self._queues: dict[Hashable, _Line] = {}
-        self._held: dict[Hashable, int] = {}  # slots held, per group holding any
-        self._announced: dict[Hashable, int] = {}  # announcements, per group with any
-        self._paused: dict[Hashable, int] = {}  # pauses, per group with any
-        self._kept = 0  # free slots kept: one per announced, unpaused group holding none
-        self._deadlines = Deadlines()
-
-    @property
-    def free(self) -> int:
-        """Slots nobody holds (some may be kept for announced groups)."""
-        return self._free
-
-    def _keeps_for(self, group: Hashable) -> bool:
-        """Whether a free slot is kept for ``group``."""
-        return group in self._announced and group not in self._held and group not in self._paused
-
-    def _may_take(self, group: Hashable) -> bool:
-        """Whether ``group`` may take a slot now (beyond those kept for others)."""
-        free = self._free
-        return free > self._kept or (free > 0 and self._keeps_for(group))
-
-    def _count(self, counts: dict[Hashable, int], group: Hashable, step: int) -> None:
-        """Count ``group`` up or down in ``counts`` (announcements or pauses), then the
-        slot kept for it; serve whoever may take a slot now."""
-        before = self._keeps_for(group)
-        count = counts.get(group, 0) + step
-        if count > 0:
-            counts[group] = count
-        elif count == 0:
-            del counts[group]
-        else:
-            raise RuntimeError(f"{group!r} was undone more often than done")
-        kept = self._keeps_for(group)
-        if kept != before:
-            self._kept += 1 if kept else -1
-            if not kept or group in self._queues:
-                self._serve()
-
-    def announce(self, group: Hashable) -> None:
-        """A call of ``group`` is under way and will ask for a slot: while ``group``
-        holds none, keep one free for it. Undone by ``withdraw``."""
-        self._count(self._announced, group, 1)
-
-    def withdraw(self, group: Hashable) -> None:
-        """Undo one ``announce`` (the call ended)."""
-        self._count(self._announced, group, -1)
-
-    def pause(self, group: Hashable) -> None:
-        """A call of ``group`` (or the token fetch its calls wait for) sleeps before it
-        can ask: keep no slot for ``group`` until ``resume``."""
-        self._count(self._paused, group, 1)
-
-    def resume(self, group: Hashable) -> None:
-        """Undo one ``pause``."""
-        self._count(self._paused, group, -1)
-
-    async def acquire(self, timeout: float | None, group: Hashable = None) -> None:
-        """Take a slot: at once when one may be taken (no scheduling round trip), else
-        wait, in ``group``'s line, at most ``timeout`` seconds (``TimeoutError``)."""
-        if self._may_take(group):  # then no waiter may: each is served as it may
-            self._free -= 1
-            self._take(group)
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            await self._wait_off_asyncio(timeout, group)
-            return
-        future: asyncio.Future[None] = loop.create_future()
-        self._line(group).append(future)
-        if timeout is None:
-            await self._wait(future, group)
-            return
-        self._deadlines.add(loop, timeout, future)
-        try:
-            await self._wait(future, group)
-        finally:
-            self._deadlines.settled()
-
-    async def _wait(self, future: asyncio.Future[None], group: Hashable) -> None:
-        try:
-            await future
-        except BaseException:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._give_back(group)  # granted as the wait was cancelled: pass it on
-            raise
-
-    def _line(self, group: Hashable) -> _Line:
-        line = self._queues.get(group)
-        if line is None:
-            line = self._queues[group] = deque()
-        return line
-
-    async def _wait_off_asyncio(self, timeout: float | None, group: Hashable) -> None:
-        waiter = _Waiter()
-        self._line(group).append(waiter)
-        try:
-            with anyio.fail_after(timeout):  # None: no deadline
-                await waiter.event.wait()
-        except BaseException:
-            if waiter.granted:
-                self._give_back(group)
-            waiter.gave_up = True
-            raise
-
-    def release(self, group: Hashable = None) -> None:
-        """Give back a slot taken for ``group``: to the longest waiter of the next group
-        in line that may take it (``group``, having had its turn, goes to the back)."""
-        queues = self._queues
-        line = queues.get(group)
-        if line is not None and len(queues) > 1:
-            del queues[group]
-            queues[group] = line
-        self._give_back(group)
-
-    def _take(self, group: Hashable) -> None:
-        held = self._held.get(group, 0)
-        if not held and self._keeps_for(group):
-            self._kept -= 1  # it takes the slot kept for it
-        self._held[group] = held + 1
-
-    def _give_back(self, group: Hashable) -> None:
-        """``group`` no longer holds one of its slots: serve the next waiter with it."""
-        held = self._held[group] - 1
-        if held:
-            self._held[group] = held
-        else:
-            del self._held[group]
-            if self._keeps_for(group):
-                self._kept += 1
-        self._free += 1
-        self._serve()
-
-    def _serve(self) -> None:
-        """Give free slots to waiters that may take them: the longest waiter of the
-        first group in line, or, while the free slots are all kept for announced groups,
-        of the first such group in line."""
-        queues = self._queues
-        while queues and self._free > 0:
-            if self._free > self._kept:
-                group = next(iter(queues))
-            else:
-                group = next((g for g in queues if self._may_take(g)), _NOBODY)
-                if group is _NOBODY:
-                    break
-            line = queues[group]
-            waiter = line.popleft()
-            if not line:
-                del queues[group]
-            if waiter.done():  # gave up waiting
-                continue
-            if line:  # served: to the back of the line of groups
-                del queues[group]
-                queues[group] = line
-            try:
-                waiter.set_result(None)
-            except RuntimeError:  # its event loop is closed: nobody will take it
-                continue
-            self._free -= 1
-            self._take(group)
-        if not queues:
-            self._deadlines.disarm()
-
-
-_NOBODY = object()
+__all__ = ["Connections", "GateClosed", "Limits", "RateGate"]
 
 
 def _number(value: str | None) -> float | None:
@@ -341,19 +124,198 @@ class RateGate:
             window.closed_until = max(window.closed_until, now + retry_after)
 
 
-class RunSlots:
-    """At most ``limit`` runs in flight per company, across every client on the pool
-    (SmartConnect executes a company's runs on one server)."""
+async def _take(semaphore: anyio.Semaphore, timeout: float | None) -> None:
+    """Take one of ``semaphore``'s slots within ``timeout`` seconds (``TimeoutError``)."""
+    try:
+        semaphore.acquire_nowait()  # no cancel scope when a slot is free
+    except anyio.WouldBlock:
+        with anyio.fail_after(timeout):  # None: no deadline
+            await semaphore.acquire()
+
+
+class _Waiter:
+    __slots__ = ("event", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.granted = False
+
+
+class Connections:
+    """At most ``limit`` requests in flight, shared fairly between companies.
+
+    - Companies take turns: a slot given back goes to the longest waiter of the company
+      next in line, and a company served goes to the back of the line, so a burst of one
+      company's calls holds another company's next call back by about one call per
+      waiting company, not by the whole burst.
+    - A company with calls under way (``begin`` .. ``end``) that holds no slot, its calls
+      waiting for their token, say, has one free slot kept for it, so that another
+      company's burst cannot take every slot just before it asks.
+
+    Home-made rather than an ``anyio.Semaphore``, which serves waiters first come, first
+    served: in the cold-storm benchmark (1,000 ``maps.list`` for 10 companies, no token
+    yet, ``python -m benchmarks --only storm``) the first company whose token came back
+    took every connection, and every company's first answer came 5.1x as late as a
+    single cold call's, against the goal of 1.5x (1.2x with this class).
+    """
 
     def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("max_concurrent_runs must be at least 1")
         self.limit = limit
-        self._slots: dict[Hashable, Slots] = {}
+        self._free = limit
+        self._lines: dict[Hashable, deque[_Waiter]] = {}  # in turn order
+        self._held: dict[Hashable, int] = {}  # slots held, per company holding any
+        self._under_way: dict[Hashable, int] = {}  # calls under way, per company
+        self._kept = 0  # free slots kept: one per company under way holding none
 
-    def for_key(self, key: Hashable) -> Slots:
-        """The slots of ``key`` (a company)."""
-        slots = self._slots.get(key)
-        if slots is None:
-            slots = self._slots[key] = Slots(self.limit)
-        return slots
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def _kept_for(self, company: Hashable) -> bool:
+        return company in self._under_way and company not in self._held
+
+    def _may_take(self, company: Hashable) -> bool:
+        return self._free > self._kept or (self._free > 0 and self._kept_for(company))
+
+    def begin(self, company: Hashable) -> None:
+        """A call of ``company`` is under way (undone by ``end``)."""
+        count = self._under_way.get(company, 0)
+        self._under_way[company] = count + 1
+        if not count and company not in self._held:
+            self._kept += 1
+
+    def end(self, company: Hashable) -> None:
+        count = self._under_way.pop(company) - 1
+        if count:
+            self._under_way[company] = count
+        elif company not in self._held:
+            self._kept -= 1
+            self._serve()
+
+    async def acquire(self, company: Hashable, timeout: float | None) -> None:
+        """Take a slot for ``company`` within ``timeout`` seconds (``TimeoutError``)."""
+        if self._may_take(company):  # then no waiter may: each was served as it could
+            self._take(company)
+            return
+        waiter = _Waiter()
+        line = self._lines.setdefault(company, deque())
+        line.append(waiter)
+        try:
+            with anyio.fail_after(timeout):  # None: no deadline
+                await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:  # granted as it gave up: pass the slot on
+                self.release(company)
+            else:
+                line.remove(waiter)
+                if not line and self._lines.get(company) is line:
+                    del self._lines[company]
+            raise
+
+    def release(self, company: Hashable) -> None:
+        """Give back a slot of ``company``; it goes to the back of the line."""
+        held = self._held.pop(company) - 1
+        if held:
+            self._held[company] = held
+        elif company in self._under_way:
+            self._kept += 1
+        self._free += 1
+        line = self._lines.pop(company, None)
+        if line is not None:
+            self._lines[company] = line
+        self._serve()
+
+    def _take(self, company: Hashable) -> None:
+        held = self._held.get(company, 0)
+        if not held and company in self._under_way:
+            self._kept -= 1  # it takes the slot kept for it
+        self._held[company] = held + 1
+        self._free -= 1
+
+    def _serve(self) -> None:
+        """Give free slots to the waiters that may take them, company after company."""
+        while self._free > 0 and self._lines:
+            company = next((c for c in self._lines if self._may_take(c)), _NOBODY)
+            if company is _NOBODY:
+                return
+            line = self._lines.pop(company)
+            waiter = line.popleft()
+            if line:
+                self._lines[company] = line  # served: to the back of the line
+            self._take(company)
+            waiter.granted = True
+            waiter.event.set()
+
+
+_NOBODY = object()
+
+
+class Limits:
+    """The limits an attempt passes before it is sent (``admitted``)."""
+
+    def __init__(self, *, max_connections: int, max_concurrent_runs: int) -> None:
+        self.max_connections = max_connections
+        self.max_concurrent_runs = max_concurrent_runs
+        self.rate_gate = RateGate()
+        self.connections = Connections(max_connections)
+        self._runs: dict[Hashable, anyio.Semaphore] = {}
+
+    @asynccontextmanager
+    async def admitted(
+        self, call: Call[object], company: str | None, gate_key: Hashable, timeout: Timeout
+    ) -> AsyncIterator[None]:
+        """Hold ``call``'s place while it is sent and answered: past the rate gate, with
+        one of ``company``'s run slots for a run, and one of the pool's connections."""
+        if self.rate_gate.admit(gate_key):  # not admitted at once
+            await self._wait_for_gate(call, gate_key, timeout.pool)
+        runs = None
+        if call.is_run and company is not None:
+            runs = self._runs.get(company)
+            if runs is None:
+                runs = self._runs[company] = anyio.Semaphore(self.max_concurrent_runs)
+            try:
+                await _take(runs, timeout.pool)
+            except TimeoutError:
+                raise APITimeoutError(
+                    f"{call.endpoint}{call.where}: no run slot came free within "
+                    f"{timeout.pool:g}s ({self.max_concurrent_runs} runs of company {company} "
+                    "were in flight); nothing was sent",
+                    endpoint=call.endpoint,
+                    sent=False,
+                ) from None
+        try:
+            try:
+                await self.connections.acquire(company, timeout.pool)
+            except TimeoutError:
+                raise APITimeoutError(
+                    f"{call.endpoint}{call.where}: {FailureKind.POOL_TIMEOUT.value}: all "
+                    f"{self.max_connections} connections stayed busy for {timeout.pool:g}s; "
+                    "nothing was sent",
+                    endpoint=call.endpoint,
+                    sent=False,
+                ) from None
+            try:
+                yield
+            finally:
+                self.connections.release(company)
+        finally:
+            if runs is not None:
+                runs.release()
+
+    async def _wait_for_gate(self, call: Call[object], key: Hashable, pool: float | None) -> None:
+        """Wait while the server's rate limit is spent; ``RateLimitError`` when the wait
+        would be longer than ``MAX_RETRY_AFTER`` or the call's pool timeout."""
+        limit = _retry.MAX_RETRY_AFTER if pool is None else min(_retry.MAX_RETRY_AFTER, pool)
+        try:
+            await self.rate_gate.wait(key, limit)
+        except GateClosed as closed:
+            raise RateLimitError(
+                f"{call.endpoint}: the server's rate limit allows the next call in "
+                f"{closed.seconds:.1f}s, longer than this call may wait ({limit:g}s); "
+                "nothing was sent",
+                endpoint=call.endpoint,
+                status_code=429,
+                request_id=None,
+                body="",
+                retry_after=closed.seconds,
+            ) from None

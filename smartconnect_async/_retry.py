@@ -1,10 +1,14 @@
-"""The retry policy, in one place: what may be retried, and after how long."""
+"""The retry policy, in one place: what may be retried, and after how long
+(``retry_delay``)."""
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+
+from ._wire import UNPROCESSED_STATUSES, Call
+from .exceptions import APIConnectionError, APIStatusError, RunOutcomeUnknown, SmartConnectError
 
 __all__ = [
     "BACKOFF_CAP",
@@ -15,6 +19,7 @@ __all__ = [
     "after_retry_after",
     "backoff",
     "parse_retry_after",
+    "retry_delay",
 ]
 
 BACKOFF_INITIAL = 0.5
@@ -26,11 +31,10 @@ MAX_RETRY_AFTER = 60.0
 
 RETRYABLE_READ_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses after which a read (an idempotent call) is sent again."""
-UNPROCESSED_STATUSES = frozenset({429, 503})
-"""Statuses that say the server did not process the request: even a run may be sent
-again after one of them."""
 
 
+# UNPROCESSED_STATUSES (429, 503: not processed, so even a run may be sent again) is part
+# of the run-outcome rule, in _wire.
 def backoff(retry: int, rng: random.Random | None = None) -> float:
     """The wait before retry number ``retry`` (1 is the first): exponential from
     ``BACKOFF_INITIAL`` to ``BACKOFF_CAP``, with jitter (between half and all of it)."""
@@ -64,3 +68,32 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(0.0, seconds)
+
+
+def retry_delay(
+    call: Call[object], error: SmartConnectError, retries: int, allowed: int
+) -> float | None:
+    """Seconds to wait before sending ``call`` again after ``error``, or ``None`` not to
+    (``retries`` made so far, ``allowed`` in all).
+
+    A read is retried after a failure to connect or to read, and after the statuses of
+    ``RETRYABLE_READ_STATUSES``; a call that is not idempotent only when the server
+    provably did not process it (not sent, 429, 503). ``Retry-After`` is honoured up to
+    ``MAX_RETRY_AFTER``: longer, the error is the caller's to decide on.
+    """
+    if isinstance(error, RunOutcomeUnknown) or retries >= allowed:
+        return None
+    if isinstance(error, APIConnectionError):
+        if not call.idempotent and error.sent:
+            return None
+    elif isinstance(error, APIStatusError):
+        statuses = RETRYABLE_READ_STATUSES if call.idempotent else UNPROCESSED_STATUSES
+        if error.status_code not in statuses:
+            return None
+        if error.retry_after is not None:
+            if error.retry_after > MAX_RETRY_AFTER:
+                return None
+            return after_retry_after(error.retry_after)
+    else:
+        return None
+    return backoff(retries + 1)

@@ -1,5 +1,6 @@
-"""Token rules: password hashing, reading a token's issue time, expiry arithmetic, the
-``TokenStore`` protocol and the single-flight per-company token cache."""
+"""Every token rule: password hashing, the GetToken call, reading a token's issue time,
+expiry arithmetic, the ``TokenStore`` protocol, the single-flight per-company token
+cache (``TokenCache``) and which password a cached token goes to (``Tokens``)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,34 @@ import hmac
 import inspect
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 import anyio
+import anyio.lowlevel
 import attrs
 
-from ._waits import Latch
-from .models import Token
+from ._json import load
+from ._wire import Call
+from .exceptions import ResponseParseError
+from .models import Credentials, Token
 
 __all__ = [
     "MemoryTokenStore",
+    "Principal",
     "TokenCache",
     "TokenKey",
     "TokenStore",
     "TokenWaitTimeout",
+    "Tokens",
     "add_months",
+    "get_token_call",
     "hash_password",
     "make_token",
+    "parse_token",
     "token_issue_time",
 ]
 
@@ -219,16 +228,21 @@ class TokenWaitTimeout(Exception):
 class _Flight:
     """One fetch of a token, awaited by every caller that needs it meanwhile."""
 
-    __slots__ = ("done", "error", "successor", "token")
+    __slots__ = ("done", "error", "successor", "token", "turnstile")
 
     def __init__(self) -> None:
-        self.done = Latch()
+        self.done = anyio.Event()
+        # Its waiters go on one per turn of the event loop (each hands the lock to the
+        # next), not all in one turn: between two of them the loop reads the answers
+        # already in its sockets (other companies' tokens), so a crowd of one company's
+        # calls does not hold back the first call of the next company whose token came.
+        self.turnstile = anyio.Lock(fast_acquire=True)
         self.token: Token | None = None
         self.error: Exception | None = None
         # When this flight gave its waiters nothing usable (it was cancelled, or its
         # token was refused before they woke): the flight the first of them went on to,
-        # which those woken later follow (on asyncio they wake one per turn of the
-        # event loop at first) instead of each starting a fetch of its own.
+        # which those woken later follow (that one may be over by the time they run)
+        # instead of each starting a fetch of its own.
         self.successor: _Flight | None = None
 
 
@@ -236,8 +250,7 @@ class TokenCache:
     """Tokens per ``TokenKey``, fetched once however many callers ask at the same time.
 
     - No token, or one about to expire (``MANDATORY_REFRESH``): every caller waits for
-      one fetch, and when it is done they wake in order of arrival, on asyncio one per
-      turn of the event loop at first (``Latch``), in turn with other keys' callers.
+      one fetch.
     - Inside the refresh margin (default one day before expiry): one caller refreshes,
       the others keep using the still valid token; a failed early refresh is logged,
       not raised.
@@ -247,8 +260,7 @@ class TokenCache:
     A fetch that fails fails every caller waiting for it (none of them fetches again);
     one that is cancelled leaves the store as it was, and one waiting caller fetches
     again for all of them (those woken later follow that fetch). A caller may bound its
-    wait for a fetch another caller leads (``max_wait``); once the fetch is done, its
-    turn to wake is not bounded.
+    wait for a fetch another caller leads (``max_wait``).
 
     A store that fails is logged and passed over (the token in memory stays in use).
     The store is read once when a key is first asked for (by the caller that leads, for
@@ -350,7 +362,7 @@ class TokenCache:
             if self._fresh(token, MANDATORY_REFRESH):
                 assert token is not None
                 return await self._refresh_early(key, token, fetch)
-        waiting_since: float | None = None
+        deadline = None if max_wait is None else time.monotonic() + max_wait
         ended: _Flight | None = None  # the last flight waited for that gave nothing usable
         while True:
             flight = ended.successor if ended is not None else None
@@ -363,18 +375,19 @@ class TokenCache:
                     return await self._lead(key, fetch, flight, token, force_refresh)
                 if ended is not None:
                     ended.successor = flight
-            if max_wait is None:
+            if flight.done.is_set():
+                pass
+            elif deadline is None:
                 await flight.done.wait()
-            else:
-                # One deadline, however many fetches this caller waits for.
-                if waiting_since is None:
-                    waiting_since, left = time.monotonic(), max_wait
-                else:
-                    left = max_wait - (time.monotonic() - waiting_since)
+            else:  # one deadline, however many fetches this caller waits for
+                assert max_wait is not None
                 try:
-                    await flight.done.wait(left)
+                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                        await flight.done.wait()
                 except TimeoutError:
                     raise TokenWaitTimeout(max_wait) from None
+            async with flight.turnstile:
+                await anyio.lowlevel.checkpoint()
             if flight.token is not None:
                 if self._was_refused(key, flight.token):
                     pass  # the server refused it while this caller waited to wake
@@ -454,3 +467,122 @@ class TokenCache:
             current = await self._stored(key)
             if current is not None and current.value == failed.value:
                 await self._store(key, None)
+
+
+# ---- who asks for a token ------------------------------------------------------------
+
+_PROOF_SALT = secrets.token_bytes(16)  # per process: a password's proof is never stored
+
+
+@attrs.frozen
+class Principal:
+    """Who a call is made for: the token cache key, the credentials, the password as
+    GetToken sends it, and a salted digest of it (in memory only) that tells which
+    password this is."""
+
+    key: TokenKey
+    credentials: Credentials
+    wire_password: str = attrs.field(repr=False)
+    proof: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def of(cls, api_url: str, credentials: Credentials) -> Principal:
+        password = credentials.password
+        wire = hash_password(password) if credentials.hash_password else password
+        return cls(
+            TokenKey.of(api_url, credentials.company_id, credentials.email),
+            credentials,
+            wire,
+            hashlib.sha256(_PROOF_SALT + wire.encode()).digest(),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never show in a message: the password in both forms."""
+        return tuple({self.credentials.password, self.wire_password})
+
+
+def parse_token(body: bytes) -> str:
+    """The token in a GetToken answer (a JSON string)."""
+    value = load(body, "the GetToken answer")
+    if not isinstance(value, str):
+        raise ResponseParseError(
+            f"the GetToken answer is a JSON {type(value).__name__}, not a token string"
+        )
+    if not value or any(c.isspace() for c in value):
+        raise ResponseParseError("the GetToken answer is not a token")
+    return value
+
+
+def get_token_call(principal: Principal) -> Call[str]:
+    """``GetToken``: email, password (hashed unless the credentials say not) and
+    company."""
+    return Call(
+        "GetToken",
+        parse_token,
+        query=(
+            ("email", principal.credentials.email),
+            ("password", principal.wire_password),
+            ("companyId", principal.credentials.company_id),
+        ),
+        authenticated=False,
+    )
+
+
+class Tokens:
+    """The token of each principal, with one rule on top of ``TokenCache``: a cached
+    token goes only to the password that got it.
+
+    Per company and user, the password that last got a token here (or the first to ask)
+    is the proven one, and the cache's token is its. Another password gets its own token
+    through a second, in-memory cache keyed per password: one GetToken for all of its
+    callers that ask together (a burst of calls with a wrong password makes one failed
+    login, not one each), and the server's 401 if it is wrong. Once its GetToken
+    succeeds, it is the proven password and its token the cached one.
+    """
+
+    def __init__(self, cache: TokenCache) -> None:
+        self.cache = cache
+        self._proven: dict[TokenKey, bytes] = {}
+        self._proving = TokenCache(
+            MemoryTokenStore(), refresh_margin=cache.refresh_margin, clock=cache.clock
+        )
+
+    def __repr__(self) -> str:
+        return f"Tokens({self.cache!r})"
+
+    @staticmethod
+    def _unproven_key(principal: Principal) -> TokenKey:
+        key = principal.key
+        return TokenKey(key.api_url, key.company_id, f"{key.email}|{principal.proof.hex()}")
+
+    async def get(
+        self,
+        principal: Principal,
+        fetch: Fetch,
+        *,
+        force_refresh: bool = False,
+        max_wait: float | None = None,
+    ) -> Token:
+        """The token of ``principal`` (see ``TokenCache.get``)."""
+        key, proof = principal.key, principal.proof
+        if self._proven.setdefault(key, proof) == proof:
+            token = await self.cache.get(key, fetch, force_refresh=force_refresh, max_wait=max_wait)
+            if self._proven[key] == proof:
+                return token
+            # Another password was proven while this caller waited (its fetch may have
+            # been cancelled, and the next one taken the other's token).
+        token = await self._proving.get(
+            self._unproven_key(principal), fetch, force_refresh=force_refresh, max_wait=max_wait
+        )
+        if self._proven[key] != proof:
+            # Both at once (``put`` takes the token before it first waits): no caller
+            # sees this password proven and the other's token, or the reverse.
+            self._proven[key] = proof
+            await self.cache.put(key, token)
+        return token
+
+    async def invalidate(self, principal: Principal, failed: Token) -> None:
+        """Forget ``failed``, a token the server refused (see ``TokenCache.invalidate``)."""
+        await self.cache.invalidate(principal.key, failed)
+        await self._proving.invalidate(self._unproven_key(principal), failed)

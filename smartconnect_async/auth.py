@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ._json import load
-from ._tokens import hash_password
-from ._transport import Call
+from ._tokens import get_token_call, hash_password, parse_token
+from ._transport import Session
+from ._wire import Call
 from .exceptions import AuthenticationError, ResponseParseError
 from .models import Timeout, Token
 
-if TYPE_CHECKING:
-    from ._session import Session
-
 __all__ = ["Auth", "get_token_call", "hash_password", "parse_token", "validate_call"]
-
-
-def parse_token(body: bytes) -> str:
-    """The token in a GetToken answer (a JSON string)."""
-    value = load(body, "the GetToken answer")
-    if not isinstance(value, str):
-        raise ResponseParseError(
-            f"the GetToken answer is a JSON {type(value).__name__}, not a token string"
-        )
-    if not value or any(c.isspace() for c in value):
-        raise ResponseParseError("the GetToken answer is not a token")
-    return value
 
 
 def parse_bool(body: bytes, what: str) -> bool:
@@ -34,22 +18,6 @@ def parse_bool(body: bytes, what: str) -> bool:
     if not isinstance(value, bool):
         raise ResponseParseError(f"{what} is {value!r}, not true or false")
     return value
-
-
-def get_token_call(session: Session) -> Call[str]:
-    """``GetToken``: email, password (hashed unless the credentials say not) and
-    company."""
-    credentials = session.credentials
-    return Call(
-        "GetToken",
-        parse_token,
-        query=(
-            ("email", credentials.email),
-            ("password", session.wire_password),
-            ("companyId", credentials.company_id),
-        ),
-        authenticated=False,
-    )
 
 
 def _parse_validate(body: bytes) -> bool:

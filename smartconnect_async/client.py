@@ -15,13 +15,12 @@ from ._backend import AutoBackend, Backend
 from ._checks import check_count
 from ._httpx import HttpxBackend
 from ._redact import REDACTED, redact_url
-from ._session import MapDirectory, Session
-from ._tokens import Clock, TokenCache, TokenKey, TokenStore, utc_now
-from ._transport import Transport
+from ._tokens import Clock, Principal, TokenCache, TokenKey, Tokens, TokenStore, utc_now
+from ._transport import Session, Transport
 from .auth import Auth
 from .data import Data
 from .errors import Errors
-from .maps import Maps
+from .maps import MapDirectory, Maps
 from .models import Credentials, Timeout
 from .runs import Runs
 
@@ -96,9 +95,10 @@ class SmartConnect:
         transport = Transport(
             api_url,
             _make_backend(backend, http_client, max_connections, keepalive_expiry),
-            TokenCache(token_store, refresh_margin=refresh_margin, clock=clock),
+            Tokens(TokenCache(token_store, refresh_margin=refresh_margin, clock=clock)),
             timeout=Timeout.of(timeout),
             max_retries=max_retries,
+            max_connections=max_connections,
             max_concurrent_runs=max_concurrent_runs,
         )
         self._bind(transport, credentials, {}, owner=True)
@@ -115,12 +115,14 @@ class SmartConnect:
         self._directories = directories
         self._owner = owner
         self.credentials = credentials
-        session = Session(transport, credentials, directories)
+        principal = Principal.of(transport.api_url, credentials)
+        session = Session(transport, principal)
+        directory = directories.setdefault(principal.key, MapDirectory())
         self.auth = Auth(session)
-        self.maps = Maps(session)
-        self.data = Data(session)
-        self.runs = Runs(session)
-        self.errors = Errors(session)
+        self.maps = Maps(session, directory)
+        self.data = Data(session, directory)
+        self.runs = Runs(session, directory)
+        self.errors = Errors(session, directory)
 
     @property
     def api_url(self) -> str:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from ._batch import gather_outcomes, listed
 from ._json import variables_body
-from ._transport import JSON, XML, Call
+from ._transport import Session
+from ._wire import JSON, XML, Call
 from ._xml import DataSetCollector, parse_data_set
+from .maps import MapDirectory, MapRef
 from .models import DataRequest, DataSet, Row, Timeout
-
-if TYPE_CHECKING:
-    from ._session import Session
-    from .maps import MapRef
 
 logger = logging.getLogger("smartconnect_async")
 
@@ -48,6 +45,7 @@ class RowStream:
     def __init__(
         self,
         session: Session,
+        directory: MapDirectory,
         map: MapRef,
         variables: Mapping[str, str] | None,
         table: str | None,
@@ -57,6 +55,7 @@ class RowStream:
         if variables:
             variables_body(variables)  # bad variables fail here, before anything is sent
         self._session = session
+        self._directory = directory
         self._map = map
         self._variables = variables
         self.table = table
@@ -90,8 +89,8 @@ class RowStream:
     async def _generate(self) -> AsyncGenerator[Row, None]:
         from ._xml import DataSetParser
 
-        key = await self._session.map_key(
-            self._map, timeout=self._timeout, max_retries=self._max_retries
+        key = await self._directory.key(
+            self._session, self._map, timeout=self._timeout, max_retries=self._max_retries
         )
         call = data_call(key, self._variables)
         parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
@@ -128,8 +127,9 @@ class Data:
     override the client's settings for each call.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, directory: MapDirectory) -> None:
         self._session = session
+        self._directory = directory
 
     async def get_all(
         self,
@@ -143,7 +143,9 @@ class Data:
         as ``{"GBL_STATE": "CO"}``) filter the source query."""
         if variables:
             variables_body(variables)  # bad variables fail here, before any I/O
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         call = data_call(key, variables)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
@@ -167,7 +169,9 @@ class Data:
         A failure before the answer starts is retried like any read; a failure while it
         streams is raised (no row is ever yielded twice).
         """
-        return RowStream(self._session, map, variables, table, timeout, max_retries)
+        return RowStream(
+            self._session, self._directory, map, variables, table, timeout, max_retries
+        )
 
     async def get_many(
         self,

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ._transport import Call
+from ._transport import Session
+from ._wire import Call
 from .auth import parse_bool
+from .maps import MapDirectory, MapRef
 from .models import Timeout
-
-if TYPE_CHECKING:
-    from ._session import Session
-    from .maps import MapRef
 
 __all__ = ["Errors", "save_call"]
 
@@ -41,8 +37,9 @@ def save_call(
 class Errors:
     """A run's process errors."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, directory: MapDirectory) -> None:
         self._session = session
+        self._directory = directory
 
     async def save(
         self,
@@ -65,7 +62,9 @@ class Errors:
                 raise ValueError(f"{name} must be a non-empty string")
         if isinstance(run_number, bool) or not isinstance(run_number, int) or run_number < 0:
             raise ValueError(f"run_number must be a non-negative int, not {run_number!r}")
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         return await self._session.call(
             save_call(
                 key,

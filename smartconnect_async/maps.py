@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, TypeAlias
+import re
+from typing import TypeAlias
+
+import anyio
 
 from ._json import field, json_list
-from ._transport import Call
+from ._transport import Session
+from ._wire import Call
+from .exceptions import APITimeoutError, UnknownMapError
 from .models import Column, MapInfo, Timeout
 
-if TYPE_CHECKING:
-    from ._session import Session
-
 __all__ = [
+    "MapDirectory",
     "MapRef",
     "Maps",
     "columns_call",
@@ -83,6 +86,105 @@ def mapped_columns_call(map_key: str) -> Call[list[Column]]:
     )
 
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+class MapDirectory:
+    """The map list of one company and user, for looking maps up by MapId: fetched once
+    and shared by every client with those credentials; fetched again when a name is not
+    found in it (the map may be new)."""
+
+    def __init__(self) -> None:
+        self.maps: builtins.list[MapInfo] | None = None
+        self.lock = anyio.Lock()
+        self.generation = 0
+
+    async def fetch(
+        self, session: Session, *, timeout: Timeout | float | None, max_retries: int | None
+    ) -> builtins.list[MapInfo]:
+        """Fetch the map list and remember it for lookups."""
+        maps = await session.call(list_call(), timeout=timeout, max_retries=max_retries)
+        self.maps = list(maps)
+        self.generation += 1
+        return maps
+
+    def find(self, name: str) -> builtins.list[MapInfo]:
+        maps = self.maps or []
+        exact = [m for m in maps if m.id == name]
+        if exact:
+            return exact
+        folded = name.casefold()
+        return [m for m in maps if m.id.casefold() == folded]
+
+    async def key(
+        self,
+        session: Session,
+        map: MapRef,
+        *,
+        timeout: Timeout | float | None,
+        max_retries: int | None,
+    ) -> str:
+        """The MapKey of a ``MapInfo``, a MapKey, or a MapId (looked up in the map list).
+
+        A lookup that needs the map list fetches it with the call's ``timeout`` and
+        ``max_retries``; its wait for a fetch another call makes is bounded by the pool
+        timeout (``APITimeoutError``, nothing sent)."""
+        if isinstance(map, MapInfo):
+            return map.key
+        if not isinstance(map, str):
+            raise TypeError(f"a map is a MapInfo, a MapKey or a MapId, not a {type(map).__name__}")
+        name = map.strip()
+        if not name:
+            raise ValueError("the map name is empty")
+        if _GUID.fullmatch(name):
+            return name
+        seen = self.generation
+        if self.maps is not None:
+            found = self.find(name)
+            if len(found) == 1:
+                return found[0].key
+        company = session.principal.key.company_id
+        pool = session.transport.timeouts(timeout).pool
+        try:
+            with anyio.fail_after(pool):  # None: no deadline
+                await self.lock.acquire()
+        except TimeoutError:
+            raise APITimeoutError(
+                f"GetMapList: the map list of company {company} that another call is "
+                f"fetching did not come within {pool:g}s (looking up map {name!r}); "
+                "nothing was sent",
+                endpoint="GetMapList",
+                sent=False,
+            ) from None
+        try:
+            if self.maps is None or self.generation == seen:
+                # Not known yet, or perhaps created since the list was fetched.
+                await self.fetch(session, timeout=timeout, max_retries=max_retries)
+        finally:
+            self.lock.release()
+        return self._only(name, company)
+
+    def _only(self, name: str, company: str) -> str:
+        found = self.find(name)
+        if len(found) == 1:
+            return found[0].key
+        if not found:
+            known = sorted(m.id for m in self.maps or [])
+            shown = ", ".join(repr(k) for k in known[:20]) + (" …" if len(known) > 20 else "")
+            raise UnknownMapError(
+                f"no map named {name!r} in company {company}"
+                + (f"; its maps are {shown}" if known else "; it has no maps"),
+                map=name,
+            )
+        keys = [m.key for m in found]
+        raise UnknownMapError(
+            f"map name {name!r} is ambiguous in company {company}: it names {len(found)} "
+            f"maps ({', '.join(keys)}); pass the MapKey instead",
+            map=name,
+            candidates=keys,
+        )
+
+
 class Maps:
     """Which maps there are, and their columns.
 
@@ -90,14 +192,15 @@ class Maps:
     override the client's settings for that call.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, directory: MapDirectory) -> None:
         self._session = session
+        self._directory = directory
 
     async def list(
         self, *, timeout: Timeout | float | None = None, max_retries: int | None = None
     ) -> builtins.list[MapInfo]:
         """Every map the API can run, with its key, name and description."""
-        return await self._session.map_list(timeout=timeout, max_retries=max_retries)
+        return await self._directory.fetch(self._session, timeout=timeout, max_retries=max_retries)
 
     async def columns(
         self,
@@ -107,7 +210,9 @@ class Maps:
         max_retries: int | None = None,
     ) -> builtins.list[Column]:
         """The source columns of ``map``, with whether each is required."""
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         call = columns_call(key)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
@@ -119,6 +224,8 @@ class Maps:
         max_retries: int | None = None,
     ) -> builtins.list[Column]:
         """The destination columns that ``map`` fills."""
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         call = mapped_columns_call(key)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)

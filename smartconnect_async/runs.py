@@ -5,18 +5,16 @@ have reached the server."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._batch import gather_outcomes, listed
 from ._json import field, load, variables_body
-from ._transport import JSON, XML, Call
+from ._transport import Session
+from ._wire import JSON, XML, Call
 from ._xml import build_data_table, build_xml_request, parse_error_table
 from .exceptions import ResponseParseError
+from .maps import MapDirectory, MapRef
 from .models import RunRequest, RunResult, Timeout, ValidationFailure
-
-if TYPE_CHECKING:
-    from ._session import Session
-    from .maps import MapRef
 
 __all__ = [
     "Runs",
@@ -143,8 +141,9 @@ class Runs:
     client sharing the pool. Every method takes ``timeout`` and ``max_retries``.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, directory: MapDirectory) -> None:
         self._session = session
+        self._directory = directory
 
     async def run(
         self,
@@ -157,7 +156,9 @@ class Runs:
         """Run ``map`` over its own data source, with global ``variables`` if given."""
         if variables:
             variables_body(variables)  # bad variables fail here, before any I/O
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         return await self._session.call(
             run_call(key, variables), timeout=timeout, max_retries=max_retries
         )
@@ -174,7 +175,9 @@ class Runs:
         """Run ``map`` over ``rows`` (column → value; ``None`` leaves a column out).
         ``with_errors`` also returns the map's validation errors."""
         payload = build_data_table(rows)  # bad rows fail here, before any I/O
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         call = data_table_call(key, payload, with_errors=with_errors)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
@@ -188,7 +191,9 @@ class Runs:
     ) -> RunResult:
         """Run ``map`` over ``rows`` sent as an XML data set (``runmapxml``)."""
         payload = build_xml_request(rows)
-        key = await self._session.map_key(map, timeout=timeout, max_retries=max_retries)
+        key = await self._directory.key(
+            self._session, map, timeout=timeout, max_retries=max_retries
+        )
         call = xml_call(key, payload)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 

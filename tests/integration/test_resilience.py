@@ -209,7 +209,6 @@ async def test_reads_are_not_held_by_run_slots(
     assert len(emulator.runs) == 1
 
 
-@pytest.mark.combos(("aiohttp", "asyncio"))
 async def test_companies_take_turns_for_busy_connections(
     make_client: MakeClient, emulator: Emulator, alice02: Credentials
 ) -> None:
@@ -247,7 +246,6 @@ async def _finishing_order(
     return finished
 
 
-@pytest.mark.combos(("aiohttp", "asyncio"))
 async def test_a_connection_is_kept_for_a_company_waiting_for_its_token(
     make_client: MakeClient, emulator: Emulator, alice02: Credentials
 ) -> None:
@@ -260,7 +258,10 @@ async def test_a_connection_is_kept_for_a_company_waiting_for_its_token(
     demo02 = demo01.with_credentials(alice02)
     emulator.set_faults([{"kind": "latency", "ms": 200, "endpoints": ["GetToken", "GetMapList"]}])
     finished = await _finishing_order(demo01, demo02, one_by_one=False, demo02_after=0.1)
-    assert finished == ["DEMO01 #1", "DEMO02", "DEMO01 #2", "DEMO01 #3", "DEMO01 #4"]
+    # The order of DEMO01's own calls, woken together by their token, is the event
+    # loop's (trio's differs from asyncio's); DEMO02's place is what is kept for it.
+    assert finished[1] == "DEMO02"
+    assert sorted(finished) == ["DEMO01 #1", "DEMO01 #2", "DEMO01 #3", "DEMO01 #4", "DEMO02"]
     assert emulator.counters.token_calls == {"DEMO01": 1, "DEMO02": 1}
 
 

@@ -184,8 +184,7 @@ async def test_aiohttp_backend_on_trio_says_so_before_sending(first_call: str) -
         assert "no running event loop" not in message
         # Nothing was sent: no aiohttp session was ever made, and no connection slot is held.
         assert backend._session is None
-        assert backend._in_flight.free == backend._max_connections
-        assert not backend._in_flight._announced
+        assert sc._transport.limits.connections.free == backend._max_connections
         await sc.aclose()  # closing is fine, twice too
         await sc.aclose()
     assert api.calls.call_count == 0

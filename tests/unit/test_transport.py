@@ -3,7 +3,6 @@ exceptions with their attributes, retries of reads, connection failures, HTML an
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterable, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -41,7 +40,6 @@ from smartconnect_async import (
     SmartConnectError,
     Timeout,
 )
-from smartconnect_async._httpx import HttpxBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -399,161 +397,6 @@ async def test_a_calls_bad_max_retries_is_refused_before_sending(
                 await sc.maps.list(max_retries=value)  # type: ignore[arg-type]
     assert str(info.value) == message
     assert not api.calls
-
-
-# ---- announcing a company's calls to the backend ------------------------------------
-
-
-class Announcements:
-    """Stands in for the backend's ``announce`` / ``withdraw`` / ``pause`` / ``resume``:
-    the company's (announced calls, pauses) now, at each sleep and at each request."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> None:
-        self.announced: Counter[str] = Counter()
-        self.paused: Counter[str] = Counter()
-        self.at_sleep: list[tuple[int, int]] = []
-        self.at_request: list[tuple[int, int]] = []
-
-        def counter(counts: Counter[str], step: int) -> Callable[[object, str], None]:
-            def change(_backend: object, group: str) -> None:
-                counts[group] += step
-                assert counts[group] >= 0, f"{group} undone more often than done"
-
-            return change
-
-        async def sleep(delay: float) -> None:
-            self.at_sleep.append(self.now)
-            await sleeps(delay)
-
-        monkeypatch.setattr(HttpxBackend, "announce", counter(self.announced, 1))
-        monkeypatch.setattr(HttpxBackend, "withdraw", counter(self.announced, -1))
-        monkeypatch.setattr(HttpxBackend, "pause", counter(self.paused, 1))
-        monkeypatch.setattr(HttpxBackend, "resume", counter(self.paused, -1))
-        monkeypatch.setattr("anyio.sleep", sleep)
-
-    @property
-    def now(self) -> tuple[int, int]:
-        return self.announced[COMPANY], self.paused[COMPANY]
-
-    def answer(self, *responses: httpx.Response) -> Callable[[httpx.Request], httpx.Response]:
-        """A respx side effect giving ``responses`` in turn, noting the counts each time."""
-        queue = list(responses)
-
-        def respond(_request: httpx.Request) -> httpx.Response:
-            self.at_request.append(self.now)
-            return queue.pop(0)
-
-        return respond
-
-
-@pytest.fixture
-def announcements(monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> Announcements:
-    return Announcements(monkeypatch, sleeps)
-
-
-async def test_a_call_is_announced_while_under_way_and_paused_while_it_backs_off(
-    announcements: Announcements,
-) -> None:
-    with mock_api() as api:
-        api.post("/GetMapColumns").mock(
-            side_effect=announcements.answer(httpx.Response(503), httpx.Response(503), _ok())
-        )
-        async with client(max_retries=2) as sc:
-            assert await sc.maps.columns(GUID_CUSTOMERS) == COLUMNS
-    assert announcements.at_request == [(1, 0), (1, 0), (1, 0)]
-    assert announcements.at_sleep == [(1, 1), (1, 1)]  # backing off, it asks for nothing
-    assert announcements.now == (0, 0)
-
-
-async def test_a_call_waiting_at_the_rate_gate_is_paused(
-    announcements: Announcements,
-) -> None:
-    spent = {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "0.05"}
-    with mock_api() as api:
-        api.post("/GetMapColumns").mock(
-            side_effect=announcements.answer(
-                httpx.Response(200, content=COLUMNS_JSON, headers={**JSON_HEADERS, **spent}),
-                _ok(),
-            )
-        )
-        async with client() as sc:
-            await sc.maps.columns(GUID_CUSTOMERS)
-            await sc.maps.columns(GUID_CUSTOMERS)  # waits for the next window
-    assert announcements.at_request == [(1, 0), (1, 0)]
-    assert announcements.at_sleep == [(1, 1)]
-    assert announcements.now == (0, 0)
-
-
-@pytest.mark.parametrize(
-    ("token_statuses", "at_token_requests", "at_sleep"),
-    [
-        # The columns call waits for the token: announced through the fetch, and after.
-        ([200], [(2, 0)], []),
-        # The fetch backs off: no connection is kept for the company meanwhile.
-        ([503, 200], [(2, 0), (2, 0)], [(2, 1)]),
-    ],
-)
-async def test_the_token_fetch_is_announced_and_paused_as_the_company_s_too(
-    token_statuses: list[int],
-    at_token_requests: list[tuple[int, int]],
-    at_sleep: list[tuple[int, int]],
-    announcements: Announcements,
-) -> None:
-    answers = [httpx.Response(status, json=TOKEN) for status in token_statuses]
-    with mock_api(token=None) as api:
-        api.post("/GetToken").mock(side_effect=announcements.answer(*answers))
-        api.post("/GetMapColumns").mock(side_effect=announcements.answer(_ok()))
-        async with client() as sc:
-            await sc.maps.columns(GUID_CUSTOMERS)
-    assert announcements.at_request == [*at_token_requests, (1, 0)]
-    assert announcements.at_sleep == at_sleep
-    assert announcements.now == (0, 0)
-
-
-async def test_a_call_that_fails_withdraws(announcements: Announcements) -> None:
-    with mock_api() as api:
-        api.post("/GetMapColumns").respond(404)
-        async with client() as sc:
-            with pytest.raises(NotFoundError):
-                await sc.maps.columns(GUID_CUSTOMERS)
-    assert announcements.now == (0, 0)
-
-
-@pytest.mark.parametrize("where", ["sending", "backing off"])
-async def test_a_cancelled_call_withdraws(
-    where: str, announcements: Announcements, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    forever = anyio.sleep_forever
-    stalled = anyio.Event()
-
-    async def stall(*_: object) -> httpx.Response:
-        announcements.at_request.append(announcements.now)
-        stalled.set()
-        await forever()
-        raise AssertionError("not reached")
-
-    async def sleep(_delay: float) -> None:
-        announcements.at_sleep.append(announcements.now)
-        stalled.set()
-        await forever()
-
-    monkeypatch.setattr("anyio.sleep", sleep)
-    with mock_api() as api:
-        route = api.post("/GetMapColumns")
-        if where == "sending":
-            route.mock(side_effect=stall)
-        else:
-            route.respond(503)
-        async with client() as sc, anyio.create_task_group() as tg:
-            tg.start_soon(sc.maps.columns, GUID_CUSTOMERS)
-            with anyio.fail_after(5):
-                await stalled.wait()
-            tg.cancel_scope.cancel()
-    if where == "sending":
-        assert announcements.at_request == [(1, 0)]
-    else:
-        assert announcements.at_sleep == [(1, 1)]
-    assert announcements.now == (0, 0)
 
 
 # ---- waiting for a token another call fetches ---------------------------------------
