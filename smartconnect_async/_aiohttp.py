@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 
 import aiohttp
 from yarl import URL
@@ -95,13 +94,31 @@ class AiohttpBackend:
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         return self._session
 
-    @asynccontextmanager
-    async def send(self, request: BackendRequest) -> AsyncIterator[_AiohttpResponse]:
-        t = request.timeout
+    def send(self, request: BackendRequest) -> _Exchange:
+        return _Exchange(self, request)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _Exchange:
+    """``async with backend.send(request) as response``: the request sent, and the
+    connection released on exit (a class: one is made per request)."""
+
+    __slots__ = ("_backend", "_request", "_response")
+
+    def __init__(self, backend: AiohttpBackend, request: BackendRequest) -> None:
+        self._backend = backend
+        self._request = request
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> _AiohttpResponse:
+        request, t = self._request, self._request.timeout
         try:
             # encoded=True: the query is already percent-encoded; re-quoting could turn
             # %2B back into a "+", which the server reads as a space.
-            response = await self._get_session().request(
+            self._response = await self._backend._get_session().request(
                 "POST",
                 URL(request.url, encoded=True),
                 data=request.content,
@@ -113,11 +130,8 @@ class AiohttpBackend:
             )
         except _ERRORS as exc:
             raise _failure(exc) from None
-        try:
-            yield _AiohttpResponse(response)
-        finally:
-            response.release()
+        return _AiohttpResponse(self._response)
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    async def __aexit__(self, *_: object) -> None:
+        if self._response is not None:
+            self._response.release()

@@ -5,10 +5,10 @@ pool's size). Every wait is bounded by the call's pool timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Hashable, Mapping
 
 import anyio
 
@@ -18,7 +18,7 @@ from ._wire import Call
 from .exceptions import APITimeoutError, RateLimitError
 from .models import Timeout
 
-__all__ = ["Connections", "GateClosed", "Limits", "RateGate"]
+__all__ = ["GateClosed", "Limits", "RateGate", "Slots"]
 
 
 def _number(value: str | None) -> float | None:
@@ -124,198 +124,259 @@ class RateGate:
             window.closed_until = max(window.closed_until, now + retry_after)
 
 
-async def _take(semaphore: anyio.Semaphore, timeout: float | None) -> None:
-    """Take one of ``semaphore``'s slots within ``timeout`` seconds (``TimeoutError``)."""
-    try:
-        semaphore.acquire_nowait()  # no cancel scope when a slot is free
-    except anyio.WouldBlock:
-        with anyio.fail_after(timeout):  # None: no deadline
-            await semaphore.acquire()
-
-
 class _Waiter:
-    __slots__ = ("event", "granted")
+    """A caller waiting for a slot. On asyncio a bare future under its own timer (a
+    timer costs about 3 µs, an anyio cancel scope 15); off asyncio an anyio event under
+    ``fail_after``."""
+
+    __slots__ = ("event", "future", "granted")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
         self.granted = False
+        self.future: asyncio.Future[None] | None = None
+        self.event: anyio.Event | None = None
+        try:
+            self.future = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # trio
+            self.event = anyio.Event()
+
+    def grant(self) -> None:
+        self.granted = True
+        if self.future is None:
+            assert self.event is not None
+            self.event.set()
+        elif not self.future.done():
+            self.future.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait for ``grant`` at most ``timeout`` seconds (``TimeoutError``)."""
+        future = self.future
+        if future is None:
+            assert self.event is not None
+            with anyio.fail_after(timeout):  # None: no deadline
+                await self.event.wait()
+            return
+        timer = None
+        if timeout is not None:
+            timer = future.get_loop().call_later(timeout, _time_out, future)
+        try:
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 
-class Connections:
-    """At most ``limit`` requests in flight, shared fairly between companies.
+def _time_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
-    - Companies take turns: a slot given back goes to the longest waiter of the company
-      next in line, and a company served goes to the back of the line, so a burst of one
+
+class Slots:
+    """At most ``limit`` holders at once, shared fairly between groups (companies), every
+    wait bounded.
+
+    - Groups take turns: a slot given back goes to the longest waiter of the group next
+      in line, and a group served goes to the back of the line, so a burst of one
       company's calls holds another company's next call back by about one call per
       waiting company, not by the whole burst.
-    - A company with calls under way (``begin`` .. ``end``) that holds no slot, its calls
+    - A group with calls under way (``begin`` .. ``end``) that holds no slot, its calls
       waiting for their token, say, has one free slot kept for it, so that another
-      company's burst cannot take every slot just before it asks.
+      group's burst cannot take every slot just before it asks.
 
-    Home-made rather than an ``anyio.Semaphore``, which serves waiters first come, first
-    served: in the cold-storm benchmark (1,000 ``maps.list`` for 10 companies, no token
-    yet, ``python -m benchmarks --only storm``) the first company whose token came back
-    took every connection, and every company's first answer came 5.1x as late as a
-    single cold call's, against the goal of 1.5x (1.2x with this class).
+    Home-made, for two numbers of ``python -m benchmarks``. With an ``anyio.Semaphore``
+    (first come, first served) the first company whose token came back took every
+    connection in the cold storm (1,000 ``maps.list`` for 10 companies), and every
+    company's first answer came 5.1x as late as a single cold call's (goal: 1.5x; 1.5
+    with this class). With a cancel scope per waiter (``fail_after``), ``runs.run`` at
+    c=64, where 60 calls wait for one of their company's 4 run slots, cost 1.62x raw
+    aiohttp's CPU per call (goal: 1.5x).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._free = limit
         self._lines: dict[Hashable, deque[_Waiter]] = {}  # in turn order
-        self._held: dict[Hashable, int] = {}  # slots held, per company holding any
-        self._under_way: dict[Hashable, int] = {}  # calls under way, per company
-        self._kept = 0  # free slots kept: one per company under way holding none
+        self._held: dict[Hashable, int] = {}  # slots held, per group holding any
+        self._under_way: dict[Hashable, int] = {}  # calls under way, per group
+        self._kept = 0  # free slots kept: one per group under way holding none
 
     @property
     def free(self) -> int:
         return self._free
 
-    def _kept_for(self, company: Hashable) -> bool:
-        return company in self._under_way and company not in self._held
+    def _kept_for(self, group: Hashable) -> bool:
+        return group in self._under_way and group not in self._held
 
-    def _may_take(self, company: Hashable) -> bool:
-        return self._free > self._kept or (self._free > 0 and self._kept_for(company))
+    def _may_take(self, group: Hashable) -> bool:
+        return self._free > self._kept or (self._free > 0 and self._kept_for(group))
 
-    def begin(self, company: Hashable) -> None:
-        """A call of ``company`` is under way (undone by ``end``)."""
-        count = self._under_way.get(company, 0)
-        self._under_way[company] = count + 1
-        if not count and company not in self._held:
+    def begin(self, group: Hashable) -> None:
+        """A call of ``group`` is under way (undone by ``end``)."""
+        count = self._under_way.get(group, 0)
+        self._under_way[group] = count + 1
+        if not count and group not in self._held:
             self._kept += 1
 
-    def end(self, company: Hashable) -> None:
-        count = self._under_way.pop(company) - 1
+    def end(self, group: Hashable) -> None:
+        count = self._under_way.pop(group) - 1
         if count:
-            self._under_way[company] = count
-        elif company not in self._held:
+            self._under_way[group] = count
+        elif group not in self._held:
             self._kept -= 1
             self._serve()
 
-    async def acquire(self, company: Hashable, timeout: float | None) -> None:
-        """Take a slot for ``company`` within ``timeout`` seconds (``TimeoutError``)."""
-        if self._may_take(company):  # then no waiter may: each was served as it could
-            self._take(company)
+    async def acquire(self, group: Hashable, timeout: float | None) -> None:
+        """Take a slot for ``group`` within ``timeout`` seconds (``TimeoutError``)."""
+        if self._may_take(group):  # then no waiter may: each was served as it could
+            self._take(group)
             return
         waiter = _Waiter()
-        line = self._lines.setdefault(company, deque())
+        line = self._lines.setdefault(group, deque())
         line.append(waiter)
         try:
-            with anyio.fail_after(timeout):  # None: no deadline
-                await waiter.event.wait()
+            await waiter.wait(timeout)
         except BaseException:
             if waiter.granted:  # granted as it gave up: pass the slot on
-                self.release(company)
+                self.release(group)
             else:
                 line.remove(waiter)
-                if not line and self._lines.get(company) is line:
-                    del self._lines[company]
+                if not line and self._lines.get(group) is line:
+                    del self._lines[group]
             raise
 
-    def release(self, company: Hashable) -> None:
-        """Give back a slot of ``company``; it goes to the back of the line."""
-        held = self._held.pop(company) - 1
+    def release(self, group: Hashable) -> None:
+        """Give back a slot of ``group``; the group goes to the back of the line."""
+        held = self._held.pop(group) - 1
         if held:
-            self._held[company] = held
-        elif company in self._under_way:
+            self._held[group] = held
+        elif group in self._under_way:
             self._kept += 1
         self._free += 1
-        line = self._lines.pop(company, None)
+        line = self._lines.pop(group, None)
         if line is not None:
-            self._lines[company] = line
+            self._lines[group] = line
         self._serve()
 
-    def _take(self, company: Hashable) -> None:
-        held = self._held.get(company, 0)
-        if not held and company in self._under_way:
+    def _take(self, group: Hashable) -> None:
+        held = self._held.get(group, 0)
+        if not held and group in self._under_way:
             self._kept -= 1  # it takes the slot kept for it
-        self._held[company] = held + 1
+        self._held[group] = held + 1
         self._free -= 1
 
     def _serve(self) -> None:
-        """Give free slots to the waiters that may take them, company after company."""
+        """Give free slots to the waiters that may take them, group after group."""
         while self._free > 0 and self._lines:
-            company = next((c for c in self._lines if self._may_take(c)), _NOBODY)
-            if company is _NOBODY:
+            group = next((g for g in self._lines if self._may_take(g)), _NOBODY)
+            if group is _NOBODY:
                 return
-            line = self._lines.pop(company)
+            line = self._lines.pop(group)
             waiter = line.popleft()
             if line:
-                self._lines[company] = line  # served: to the back of the line
-            self._take(company)
-            waiter.granted = True
-            waiter.event.set()
+                self._lines[group] = line  # served: to the back of the line
+            self._take(group)
+            waiter.grant()
 
 
 _NOBODY = object()
 
 
 class Limits:
-    """The limits an attempt passes before it is sent (``admitted``)."""
+    """The limits an attempt passes before it is sent: ``async with limits.admitted(...)``
+    holds the attempt's place while it is sent and answered."""
 
     def __init__(self, *, max_connections: int, max_concurrent_runs: int) -> None:
-        self.max_connections = max_connections
         self.max_concurrent_runs = max_concurrent_runs
         self.rate_gate = RateGate()
-        self.connections = Connections(max_connections)
-        self._runs: dict[Hashable, anyio.Semaphore] = {}
+        self.connections = Slots(max_connections)
+        self._runs: dict[Hashable, Slots] = {}
 
-    @asynccontextmanager
-    async def admitted(
+    def admitted(
         self, call: Call[object], company: str | None, gate_key: Hashable, timeout: Timeout
-    ) -> AsyncIterator[None]:
-        """Hold ``call``'s place while it is sent and answered: past the rate gate, with
-        one of ``company``'s run slots for a run, and one of the pool's connections."""
-        if self.rate_gate.admit(gate_key):  # not admitted at once
-            await self._wait_for_gate(call, gate_key, timeout.pool)
+    ) -> _Admission:
+        """Past the rate gate, with one of ``company``'s run slots for a run, and one of
+        the pool's connections."""
         runs = None
         if call.is_run and company is not None:
             runs = self._runs.get(company)
             if runs is None:
-                runs = self._runs[company] = anyio.Semaphore(self.max_concurrent_runs)
+                runs = self._runs[company] = Slots(self.max_concurrent_runs)
+        return _Admission(self, call, company, gate_key, timeout, runs)
+
+
+class _Admission:
+    """One attempt's place (a class, not ``@asynccontextmanager``: one per request)."""
+
+    __slots__ = ("_call", "_company", "_gate_key", "_limits", "_runs", "_timeout")
+
+    def __init__(
+        self,
+        limits: Limits,
+        call: Call[object],
+        company: str | None,
+        gate_key: Hashable,
+        timeout: Timeout,
+        runs: Slots | None,
+    ) -> None:
+        self._limits = limits
+        self._call = call
+        self._company = company
+        self._gate_key = gate_key
+        self._timeout = timeout
+        self._runs = runs
+
+    async def __aenter__(self) -> None:
+        limits, call, pool = self._limits, self._call, self._timeout.pool
+        if limits.rate_gate.admit(self._gate_key):  # not admitted at once
+            await _wait_for_gate(limits.rate_gate, call, self._gate_key, pool)
+        if self._runs is not None:
             try:
-                await _take(runs, timeout.pool)
+                await self._runs.acquire(None, pool)
             except TimeoutError:
                 raise APITimeoutError(
-                    f"{call.endpoint}{call.where}: no run slot came free within "
-                    f"{timeout.pool:g}s ({self.max_concurrent_runs} runs of company {company} "
-                    "were in flight); nothing was sent",
-                    endpoint=call.endpoint,
-                    sent=False,
-                ) from None
-        try:
-            try:
-                await self.connections.acquire(company, timeout.pool)
-            except TimeoutError:
-                raise APITimeoutError(
-                    f"{call.endpoint}{call.where}: {FailureKind.POOL_TIMEOUT.value}: all "
-                    f"{self.max_connections} connections stayed busy for {timeout.pool:g}s; "
+                    f"{call.endpoint}{call.where}: no run slot came free within {pool:g}s "
+                    f"({self._runs.limit} runs of company {self._company} were in flight); "
                     "nothing was sent",
                     endpoint=call.endpoint,
                     sent=False,
                 ) from None
-            try:
-                yield
-            finally:
-                self.connections.release(company)
-        finally:
-            if runs is not None:
-                runs.release()
-
-    async def _wait_for_gate(self, call: Call[object], key: Hashable, pool: float | None) -> None:
-        """Wait while the server's rate limit is spent; ``RateLimitError`` when the wait
-        would be longer than ``MAX_RETRY_AFTER`` or the call's pool timeout."""
-        limit = _retry.MAX_RETRY_AFTER if pool is None else min(_retry.MAX_RETRY_AFTER, pool)
         try:
-            await self.rate_gate.wait(key, limit)
-        except GateClosed as closed:
-            raise RateLimitError(
-                f"{call.endpoint}: the server's rate limit allows the next call in "
-                f"{closed.seconds:.1f}s, longer than this call may wait ({limit:g}s); "
-                "nothing was sent",
-                endpoint=call.endpoint,
-                status_code=429,
-                request_id=None,
-                body="",
-                retry_after=closed.seconds,
-            ) from None
+            await limits.connections.acquire(self._company, pool)
+        except BaseException as exc:
+            if self._runs is not None:
+                self._runs.release(None)
+            if isinstance(exc, TimeoutError):
+                raise APITimeoutError(
+                    f"{call.endpoint}{call.where}: {FailureKind.POOL_TIMEOUT.value}: all "
+                    f"{limits.connections.limit} connections stayed busy for {pool:g}s; "
+                    "nothing was sent",
+                    endpoint=call.endpoint,
+                    sent=False,
+                ) from None
+            raise
+
+    async def __aexit__(self, *_: object) -> None:
+        self._limits.connections.release(self._company)
+        if self._runs is not None:
+            self._runs.release(None)
+
+
+async def _wait_for_gate(
+    gate: RateGate, call: Call[object], key: Hashable, pool: float | None
+) -> None:
+    """Wait while the server's rate limit is spent; ``RateLimitError`` when the wait
+    would be longer than ``MAX_RETRY_AFTER`` or the call's pool timeout."""
+    limit = _retry.MAX_RETRY_AFTER if pool is None else min(_retry.MAX_RETRY_AFTER, pool)
+    try:
+        await gate.wait(key, limit)
+    except GateClosed as closed:
+        raise RateLimitError(
+            f"{call.endpoint}: the server's rate limit allows the next call in "
+            f"{closed.seconds:.1f}s, longer than this call may wait ({limit:g}s); "
+            "nothing was sent",
+            endpoint=call.endpoint,
+            status_code=429,
+            request_id=None,
+            body="",
+            retry_after=closed.seconds,
+        ) from None

@@ -484,6 +484,8 @@ class Principal:
     credentials: Credentials
     wire_password: str = attrs.field(repr=False)
     proof: bytes = attrs.field(repr=False)
+    secrets: tuple[str, ...] = attrs.field(repr=False)
+    """What must never show in a message: the password in both forms."""
 
     @classmethod
     def of(cls, api_url: str, credentials: Credentials) -> Principal:
@@ -494,12 +496,8 @@ class Principal:
             credentials,
             wire,
             hashlib.sha256(_PROOF_SALT + wire.encode()).digest(),
+            tuple({password, wire}),
         )
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """What must never show in a message: the password in both forms."""
-        return tuple({self.credentials.password, self.wire_password})
 
 
 def parse_token(body: bytes) -> str:

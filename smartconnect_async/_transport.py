@@ -16,7 +16,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import TypeVar
+from functools import partial
+from typing import NamedTuple, TypeVar
 
 import anyio
 import attrs
@@ -43,15 +44,14 @@ T = TypeVar("T")
 logger = logging.getLogger("smartconnect_async")
 
 
-@attrs.frozen
-class Answer:
-    """A successful answer whose body is still to be read, its connection held."""
+class Answer(NamedTuple):
+    """A successful answer whose body is still to be read, its connection (and the
+    call's limits) held by ``held``."""
 
     response: BackendResponse
     secrets: tuple[str, ...]
     sent: Sent
     held: AsyncExitStack
-    """What holds the connection (and the call's limits) until the answer is read."""
 
 
 Consume = Callable[[Answer], Awaitable[T]]
@@ -108,11 +108,7 @@ class Transport:
         max_retries: int | None = None,
     ) -> T:
         """Make ``call`` and return its parsed answer."""
-
-        async def read(answer: Answer) -> T:
-            return await _read(call, answer)
-
-        return await self._send(call, principal, timeout, max_retries, read)
+        return await self._send(call, principal, timeout, max_retries, partial(_read, call))
 
     @asynccontextmanager
     async def stream(

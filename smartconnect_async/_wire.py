@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote
 
 import attrs
@@ -111,8 +111,7 @@ class Call(Generic[T_co]):
         return f" for map {self.map_key}" if self.map_key else ""
 
 
-@attrs.frozen
-class Sent:
+class Sent(NamedTuple):
     """When an attempt was sent (``time.time()``) and which attempt it was (1 is the
     first): what ``RunOutcomeUnknown`` reports."""
 

@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from smartconnect_async import APITimeoutError, RateLimitError, Timeout
-from smartconnect_async._limits import Connections, GateClosed, Limits, RateGate
+from smartconnect_async._limits import GateClosed, Limits, RateGate, Slots
 from smartconnect_async._wire import Call
 
 
@@ -236,7 +236,7 @@ async def test_a_closed_gate_longer_than_the_pool_timeout_is_a_rate_limit_error(
 # ---- connections shared fairly between companies ------------------------------------
 
 
-async def _served_in_order(slots: Connections, order: list[str], name: str) -> None:
+async def _served_in_order(slots: Slots, order: list[str], name: str) -> None:
     await slots.acquire(name[0], 5)
     order.append(name)
     slots.release(name[0])
@@ -244,7 +244,7 @@ async def _served_in_order(slots: Connections, order: list[str], name: str) -> N
 
 @pytest.mark.anyio
 async def test_companies_take_turns_for_a_busy_pool() -> None:
-    slots = Connections(1)
+    slots = Slots(1)
     await slots.acquire("A", None)
     order: list[str] = []
     async with anyio.create_task_group() as tg:
@@ -258,7 +258,7 @@ async def test_companies_take_turns_for_a_busy_pool() -> None:
 
 @pytest.mark.anyio
 async def test_a_slot_is_kept_for_a_company_under_way_that_holds_none() -> None:
-    slots = Connections(2)
+    slots = Slots(2)
     slots.begin("B")  # B's call waits for its token, say
     await slots.acquire("A", None)
     with pytest.raises(TimeoutError):
@@ -274,7 +274,7 @@ async def test_a_slot_is_kept_for_a_company_under_way_that_holds_none() -> None:
 
 @pytest.mark.anyio
 async def test_a_waiter_gets_the_kept_slot_once_its_company_s_calls_end() -> None:
-    slots = Connections(1)
+    slots = Slots(1)
     slots.begin("B")
     got = anyio.Event()
 
@@ -295,7 +295,7 @@ async def test_a_waiter_gets_the_kept_slot_once_its_company_s_calls_end() -> Non
 
 @pytest.mark.anyio
 async def test_more_companies_under_way_than_slots_are_all_served() -> None:
-    slots = Connections(2)
+    slots = Slots(2)
     companies = [f"C{i}" for i in range(6)]
     for company in companies:
         slots.begin(company)
@@ -318,7 +318,7 @@ async def test_more_companies_under_way_than_slots_are_all_served() -> None:
 
 @pytest.mark.anyio
 async def test_waits_that_give_up_take_no_slot_and_pass_a_late_grant_on() -> None:
-    slots = Connections(1)
+    slots = Slots(1)
     await slots.acquire("A", None)
     with pytest.raises(TimeoutError):
         await slots.acquire("B", 0.01)
