@@ -97,7 +97,9 @@ class HttpxBackend:
             ),
         )
         try:
-            response = await self.client.send(built, stream=True)
+            # Never a redirect, even with a client made to follow them: a 307 would
+            # send a run (token and all) again, to another host.
+            response = await self.client.send(built, stream=True, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
         try:

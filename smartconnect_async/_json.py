@@ -21,6 +21,8 @@ def load(body: bytes, what: str) -> Any:
     except (UnicodeDecodeError, ValueError) as exc:
         excerpt = body[:60].decode("utf-8", "replace")
         raise ResponseParseError(f"{what} is not valid JSON ({exc}): {excerpt!r}") from None
+    except RecursionError:
+        raise ResponseParseError(f"{what} is JSON nested too deep to read") from None
 
 
 def json_list(body: bytes, what: str) -> list[dict[str, Any]]:
@@ -57,14 +59,33 @@ def field(
     if value is None:
         raise ResponseParseError(f"{where} has no {name!r}")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)  # type: ignore[return-value]
-        if isinstance(value, float) and value.is_integer():
-            return int(value)  # type: ignore[return-value]
-        raise ResponseParseError(f"{where}: {name!r} is {value!r}, not a whole number")
+        number = _whole(value)
+        if number is None:
+            raise ResponseParseError(f"{where}: {name!r} is {_shown(value)}, not a whole number")
+        return number  # type: ignore[return-value]
     if not isinstance(value, kind):
-        raise ResponseParseError(f"{where}: {name!r} is {value!r}, not a {kind.__name__}")
+        raise ResponseParseError(f"{where}: {name!r} is {_shown(value)}, not a {kind.__name__}")
     return value
+
+
+def _whole(value: object) -> int | None:
+    """``value`` (a whole float, or digits as text) as an int; ``None`` if it is not one
+    (``"²"`` is a digit to ``str.isdigit`` but not to ``int``; more than 4,300 digits
+    are refused by ``int``)."""
+    try:
+        if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    except (ValueError, OverflowError):
+        return None
+    return None
+
+
+def _shown(value: object) -> str:
+    """``value`` as an error message shows it: at most 60 characters of its repr."""
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def variables_body(variables: Mapping[str, str]) -> bytes:

@@ -6,6 +6,7 @@ pool's size). Every wait is bounded by the call's pool timeout."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -18,17 +19,24 @@ from ._wire import Call
 from .exceptions import APITimeoutError, RateLimitError
 from .models import Timeout
 
-__all__ = ["GateClosed", "Limits", "RateGate", "Slots"]
+__all__ = ["MAX_PAUSE", "GateClosed", "Limits", "RateGate", "Slots"]
+
+
+MAX_PAUSE = 3600.0
+"""The longest pause the server's rate-limit headers impose (``X-Rate-Limit-Reset``,
+``Retry-After``): a longer one is cut to this, so that a broken header (a date a year
+ahead) cannot close the gate for good."""
 
 
 def _number(value: str | None) -> float | None:
+    """A header's number; ``None`` if it is absent or not a finite number."""
     if value is None:
         return None
     try:
         number = float(value.strip())
     except ValueError:
         return None
-    return number if number == number else None
+    return number if math.isfinite(number) else None
 
 
 class GateClosed(Exception):
@@ -109,7 +117,7 @@ class RateGate:
         if window is None:
             window = self._windows[key] = _Window()
         if remaining is not None and reset is not None:
-            reset = max(reset, 0.0)
+            reset = min(max(reset, 0.0), MAX_PAUSE)
             ends = now + reset
             window.limit = _number(headers.get("x-rate-limit-limit")) or window.limit
             window.period = max(window.period, reset)
@@ -121,7 +129,7 @@ class RateGate:
                 window.budget = min(window.budget, remaining)
                 window.reset_at = min(window.reset_at, ends)
         if retry_after:
-            window.closed_until = max(window.closed_until, now + retry_after)
+            window.closed_until = max(window.closed_until, now + min(retry_after, MAX_PAUSE))
 
 
 class _Waiter:

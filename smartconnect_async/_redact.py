@@ -22,9 +22,34 @@ def redact_url(text: str) -> str:
     return _SECRET_PARAMS.sub(r"\1" + REDACTED, text)
 
 
+# Printable ASCII as answers escape it: JSON (System.Text.Json writes "+" as \u002B, and
+# may write "/" as \/), HTML character references, percent-encoding in either case.
+_JSON_ESCAPE = re.compile(r"\\u00([2-7][0-9A-Fa-f])|\\([\"\\/])")
+_HTML_REFERENCE = re.compile(r"&#(?:[xX]([0-9A-Fa-f]{1,4})|([0-9]{1,5}));")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _html_character(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16) if match.group(1) else int(match.group(2))
+    return chr(code) if 0x20 <= code < 0x7F else match.group(0)
+
+
+def _plain(text: str) -> str:
+    """``text`` with the escapes of printable ASCII that answers use read plain, and
+    percent-escapes in upper case, as ``quote`` writes them."""
+    if "\\" in text:
+        text = _JSON_ESCAPE.sub(lambda m: m.group(2) or chr(int(m.group(1), 16)), text)
+    if "&#" in text:
+        text = _HTML_REFERENCE.sub(_html_character, text)
+    if "%" in text:
+        text = _PERCENT.sub(lambda m: m.group(0).upper(), text)
+    return text
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (and its percent-encoded form) replaced, and with secret
-    query parameters redacted."""
+    """``text`` with every secret replaced, raw, percent-encoded or escaped as JSON or
+    HTML write it, and with secret query parameters redacted."""
+    text = _plain(text)
     for secret in secrets:
         if len(secret) < 4:
             continue

@@ -182,7 +182,16 @@ def is_html(content_type: str, body: bytes = b"") -> bool:
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 _TAGS = re.compile(r"<[^>]+>")
-_ASCII_ESCAPE = re.compile(r"\\u00([2-7][0-9A-Fa-f])|\\(/)")
+
+
+def _window(body: bytes, size: int, secrets: tuple[str, ...]) -> str:
+    """The first ``size`` bytes of ``body`` as text. When the body goes on, the end of
+    the window is dropped too: a secret the cut went through could not be recognised
+    (six characters a character: its longest encoding, ``\\u002B``)."""
+    text = body[:size].decode("utf-8", "replace")
+    if len(body) > size and secrets:
+        text = text[: max(0, len(text) - 6 * max(map(len, secrets)))]
+    return text
 
 
 def excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
@@ -192,17 +201,16 @@ def excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
     if title is not None:
         text = title.group(1).decode("utf-8", "replace")
     else:
-        text = body[:4096].decode("utf-8", "replace")
+        text = _window(body, 16384, secrets)
         try:
-            value = json.loads(text)
-        except ValueError:
-            pass
-        else:
-            if isinstance(value, str):
-                text = value
-            elif isinstance(value, dict):
-                message = value.get("Message") or value.get("message")
-                text = message if isinstance(message, str) else text
+            value = json.loads(text) if len(body) <= 4096 else None
+        except (ValueError, RecursionError):
+            value = None
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, dict):
+            message = value.get("Message") or value.get("message")
+            text = message if isinstance(message, str) else text
         if "<" in text:
             text = _TAGS.sub(" ", text)
     # Redact the whole text before cutting it: a cut could leave part of a secret.
@@ -213,13 +221,9 @@ def excerpt(body: bytes, secrets: tuple[str, ...]) -> str:
 
 
 def answer_text(body: bytes, secrets: tuple[str, ...]) -> str:
-    """An answer's text for an error to keep: JSON's escapes of printable ASCII read
-    plain (System.Text.Json writes "+" as \\u002B), so that a secret written that way
-    is redacted too; redacted before it is cut (a cut could leave part of a secret)."""
-    # Enough bytes for the characters kept, and for a whole secret astride the cut.
-    text = body[: 4 * ANSWER_KEPT + 16384].decode("utf-8", "replace")
-    text = _ASCII_ESCAPE.sub(lambda m: m.group(2) or chr(int(m.group(1), 16)), text)
-    return redact(text, secrets)[:ANSWER_KEPT]
+    """An answer's text for an error to keep, secrets redacted (``redact`` reads them in
+    every encoding answers use) before it is cut."""
+    return redact(_window(body, 4 * ANSWER_KEPT + 16384, secrets), secrets)[:ANSWER_KEPT]
 
 
 def html_page_error(
@@ -269,6 +273,9 @@ def read_answer(
             return call.parse(body)
         except ResponseParseError as exc:
             error = parse_error(call, exc, headers, secrets)
+        except (ValueError, RecursionError) as exc:  # a parser's gap: still unreadable
+            unreadable = ResponseParseError(f"the answer could not be read ({type(exc).__name__})")
+            error = parse_error(call, unreadable, headers, secrets)
     if call.idempotent:
         raise error
     raise RunOutcomeUnknown(

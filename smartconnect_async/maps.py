@@ -89,15 +89,31 @@ def mapped_columns_call(map_key: str) -> Call[list[Column]]:
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
+class _Fetch:
+    """One GetMapList, shared by every lookup that needs the list meanwhile."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: Exception | None = None
+
+
 class MapDirectory:
     """The map list of one company and user, for looking maps up by MapId: fetched once
     and shared by every client with those credentials; fetched again when a name is not
-    found in it (the map may be new)."""
+    found in it (the map may be new).
+
+    Lookups that need the list while one is being fetched wait for that fetch and share
+    its outcome, failure included (a wrong password makes one failed login, not one
+    per lookup), as token waiters do; a fetch that is cancelled is taken over by one of
+    them.
+    """
 
     def __init__(self) -> None:
         self.maps: builtins.list[MapInfo] | None = None
-        self.lock = anyio.Lock()
         self.generation = 0
+        self._fetch: _Fetch | None = None
 
     async def fetch(
         self, session: Session, *, timeout: Timeout | float | None, max_retries: int | None
@@ -138,31 +154,51 @@ class MapDirectory:
             raise ValueError("the map name is empty")
         if _GUID.fullmatch(name):
             return name
-        seen = self.generation
         if self.maps is not None:
             found = self.find(name)
             if len(found) == 1:
                 return found[0].key
-        company = session.principal.key.company_id
-        pool = session.transport.timeouts(timeout).pool
-        try:
-            with anyio.fail_after(pool):  # None: no deadline
-                await self.lock.acquire()
-        except TimeoutError:
-            raise APITimeoutError(
-                f"GetMapList: the map list of company {company} that another call is "
-                f"fetching did not come within {pool:g}s (looking up map {name!r}); "
-                "nothing was sent",
-                endpoint="GetMapList",
-                sent=False,
-            ) from None
-        try:
-            if self.maps is None or self.generation == seen:
-                # Not known yet, or perhaps created since the list was fetched.
-                await self.fetch(session, timeout=timeout, max_retries=max_retries)
-        finally:
-            self.lock.release()
-        return self._only(name, company)
+        # Not known yet, or perhaps created since the list was fetched.
+        await self._refresh(session, name, timeout, max_retries)
+        return self._only(name, session.principal.key.company_id)
+
+    async def _refresh(
+        self,
+        session: Session,
+        name: str,
+        timeout: Timeout | float | None,
+        max_retries: int | None,
+    ) -> None:
+        """A map list fetched after this call looked: its own, or the one under way."""
+        seen = self.generation
+        while self.generation == seen:
+            fetch = self._fetch
+            if fetch is None:
+                fetch = self._fetch = _Fetch()
+                try:
+                    await self.fetch(session, timeout=timeout, max_retries=max_retries)
+                except Exception as exc:
+                    fetch.error = exc
+                    raise
+                finally:
+                    self._fetch = None
+                    fetch.done.set()
+                return
+            pool = session.transport.timeouts(timeout).pool
+            try:
+                with anyio.fail_after(pool):  # None: no deadline
+                    await fetch.done.wait()
+            except TimeoutError:
+                raise APITimeoutError(
+                    f"GetMapList: the map list of company {session.principal.key.company_id} "
+                    f"that another call is fetching did not come within {pool:g}s (looking "
+                    f"up map {name!r}); nothing was sent",
+                    endpoint="GetMapList",
+                    sent=False,
+                ) from None
+            if fetch.error is not None:
+                raise fetch.error
+            # Else that fetch was cancelled, or it succeeded (the loop ends).
 
     def _only(self, name: str, company: str) -> str:
         found = self.find(name)

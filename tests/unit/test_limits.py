@@ -3,11 +3,14 @@ the per-company run cap and the connection cap, every wait bounded."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
 import anyio
 import pytest
 
 from smartconnect_async import APITimeoutError, RateLimitError, Timeout
-from smartconnect_async._limits import GateClosed, Limits, RateGate, Slots
+from smartconnect_async._limits import MAX_PAUSE, GateClosed, Limits, RateGate, Slots
 from smartconnect_async._wire import Call
 
 
@@ -81,6 +84,33 @@ def test_retry_after_closes_the_gate() -> None:
 def test_retry_after_on_a_success_is_ignored() -> None:
     gate = RateGate(Clock())
     gate.observe("k", 200, {"retry-after": "30"})
+    assert gate.admit("k") == 0.0
+
+
+@pytest.mark.parametrize("reset", ["inf", "1e400", "nan", "-inf", "Infinity"])
+def test_a_reset_that_is_not_a_finite_number_is_ignored(reset: str) -> None:
+    gate = RateGate(Clock())
+    gate.observe("k", 200, {"x-rate-limit-remaining": "0", "x-rate-limit-reset": reset})
+    assert gate.admit("k") == 0.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        _headers(remaining=0, reset=10**9),
+        {"retry-after": "1e9"},
+        {"retry-after": format_datetime(datetime.now(timezone.utc) + timedelta(days=365))},
+    ],
+    ids=["reset in 30 years", "retry-after 1e9 s", "retry-after a year ahead"],
+)
+def test_a_pause_the_server_asks_for_is_capped_and_the_gate_reopens(
+    headers: dict[str, str],
+) -> None:
+    clock = Clock()
+    gate = RateGate(clock)
+    gate.observe("k", 429, headers)
+    assert gate.admit("k") == pytest.approx(MAX_PAUSE, abs=1.0)
+    clock.now += MAX_PAUSE + 1
     assert gate.admit("k") == 0.0
 
 

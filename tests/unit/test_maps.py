@@ -21,7 +21,14 @@ from unit_support import (
     mock_api,
 )
 
-from smartconnect_async import Column, MapInfo, ResponseParseError, UnknownMapError
+from smartconnect_async import (
+    AuthenticationError,
+    Column,
+    MapInfo,
+    ResponseParseError,
+    ServerError,
+    UnknownMapError,
+)
 from smartconnect_async.maps import parse_columns, parse_map_list
 
 pytestmark = pytest.mark.anyio
@@ -352,3 +359,110 @@ async def test_bad_map_reference_fails_before_any_io(map_ref: object, error: typ
             with pytest.raises(error):
                 await sc.maps.columns(map_ref)  # type: ignore[arg-type]
     assert api.calls.call_count == 0
+
+
+# ---- callers waiting for one map list share its outcome ------------------------------
+
+
+async def _lookups(sc: object, count: int) -> list[BaseException | None]:
+    """``count`` concurrent ``maps.columns("Import Customers")``: each one's exception."""
+    outcomes: list[BaseException | None] = []
+
+    async def one() -> None:
+        try:
+            await sc.maps.columns("Import Customers")  # type: ignore[attr-defined]
+        except Exception as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one)
+    return outcomes
+
+
+async def test_lookups_waiting_for_a_map_list_share_its_login_failure() -> None:
+    # A wrong password: one failed login for 100 lookups (an account-lockout risk).
+    async def refused(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.01)  # the other lookups arrive while it is on the way
+        return httpx.Response(401, json="bad credentials")
+
+    with mock_api(token=None) as api:
+        login = api.post("/GetToken").mock(side_effect=refused)
+        map_list = api.post("/GetMapList")
+        async with client() as sc:
+            outcomes = await _lookups(sc, 100)
+    assert login.call_count == 1
+    assert map_list.call_count == 0
+    assert len(outcomes) == 100
+    assert all(isinstance(o, AuthenticationError) for o in outcomes)
+
+
+async def test_lookups_waiting_for_a_map_list_share_its_server_failure() -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(503)
+        async with client(max_retries=1) as sc:
+            with anyio.fail_after(10):  # nobody waits for a pool timeout
+                outcomes = await _lookups(sc, 100)
+    assert map_list.call_count == 2  # one GetMapList, retried once, for everyone
+    assert all(isinstance(o, ServerError) for o in outcomes)
+
+
+async def test_after_a_shared_failure_the_next_lookup_fetches_again() -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList")
+        map_list.side_effect = [httpx.Response(503), httpx.Response(200, content=MAP_LIST_JSON)]
+        columns = api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client(max_retries=0) as sc:
+            with pytest.raises(ServerError):
+                await sc.maps.columns("Import Customers")
+            assert await sc.maps.columns("Import Customers") == COLUMNS
+    assert map_list.call_count == 2
+    assert columns.calls.last.request.url.params["mapKey"] == GUID_CUSTOMERS
+
+
+async def test_a_cancelled_map_list_fetch_is_taken_over_by_a_waiter() -> None:
+    started = anyio.Event()
+    sent: list[httpx.Request] = []
+
+    async def first_stalls(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if not started.is_set():
+            started.set()
+            await anyio.sleep_forever()
+        return httpx.Response(200, content=MAP_LIST_JSON)
+
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").mock(side_effect=first_stalls)
+        api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as sc, anyio.create_task_group() as tg:
+            leader = anyio.CancelScope()
+
+            async def lead() -> None:
+                with leader:
+                    await sc.maps.columns("Import Customers")
+
+            got: list[list[Column]] = []
+
+            async def follow() -> None:
+                got.append(await sc.maps.columns("Import Customers"))
+
+            tg.start_soon(lead)
+            await started.wait()
+            for _ in range(5):
+                tg.start_soon(follow)
+            await anyio.wait_all_tasks_blocked()
+            leader.cancel()
+    assert got == [COLUMNS] * 5
+    assert len(sent) == 2  # the cancelled one, and one for the five
+    assert map_list.call_count == 1  # respx counts the answered one only
+
+
+async def test_a_map_list_nested_too_deep_is_a_parse_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with mock_api() as api:
+        api.post("/GetMapList").respond(200, content=deep)
+        async with client() as sc:
+            with pytest.raises(ResponseParseError, match="GetMapList"):
+                await sc.maps.list()

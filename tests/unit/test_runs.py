@@ -620,3 +620,36 @@ async def test_one_item_alone_is_refused_before_anything_is_sent(items: object, 
     assert str(runs.value) == f"run_many takes an iterable of items (a list, say), not a {kind}"
     assert str(data.value) == f"get_many takes an iterable of items (a list, say), not a {kind}"
     assert not api.calls
+
+
+# An answer a hostile or broken server may send for a run it processed: each must end in
+# RunOutcomeUnknown with the answer kept (never a raw ValueError or RecursionError).
+HOSTILE_RUN_ANSWERS = {
+    "superscript digit": b'{"Status": "\xc2\xb2", "RunNumber": 5}',
+    "5,000-digit run number": b'{"Status": 0, "RunNumber": ' + b"9" * 5000 + b"}",
+    "5,000-digit run number as text": b'{"Status": 0, "RunNumber": "' + b"9" * 5000 + b'"}',
+    "nested 100,000 deep": b'{"Status": 0, "X": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_RUN_ANSWERS.values(), ids=HOSTILE_RUN_ANSWERS)
+async def test_a_processed_run_whose_answer_cannot_be_read_is_outcome_unknown(
+    body: bytes,
+) -> None:
+    with mock_api() as api:
+        route = api.post("/runmap").respond(
+            200, content=body, headers={"Content-Type": "application/json"}
+        )
+        async with client() as sc:
+            with pytest.raises(RunOutcomeUnknown) as info:
+                await sc.runs.run(GUID_CUSTOMERS)
+    assert route.call_count == 1  # never sent again
+    assert isinstance(info.value.__cause__, ResponseParseError)
+    assert info.value.body == body.decode()[: len(info.value.body or "")]
+    assert info.value.body
+
+
+@pytest.mark.parametrize("body", HOSTILE_RUN_ANSWERS.values(), ids=HOSTILE_RUN_ANSWERS)
+def test_the_run_parser_refuses_hostile_answers_with_a_parse_error(body: bytes) -> None:
+    with pytest.raises(ResponseParseError):
+        parse_run_result(body)

@@ -576,3 +576,27 @@ async def test_a_name_lookup_fetches_the_map_list_with_the_call_s_retries(
                 await method(sc)
     assert raised.value.endpoint == "GetMapList"
     assert map_list.call_count == 1  # the call's max_retries=0, not the client's 2
+
+
+# ---- redirects -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("endpoint", ["runmap", "GetMapList"])
+async def test_a_user_client_that_follows_redirects_never_follows_one(
+    status: int, endpoint: str
+) -> None:
+    # Followed, a 307 would re-send a run, token and all, to another host.
+    elsewhere = "https://elsewhere.example/API/" + endpoint
+    with mock_api() as api:
+        api.post("/" + endpoint).respond(status, headers={"Location": elsewhere})
+        stolen = api.post(elsewhere).respond(200, json=[])
+        async with (
+            httpx.AsyncClient(follow_redirects=True) as http,
+            client(http_client=http, max_retries=0) as sc,
+        ):
+            call = sc.runs.run(GUID_CUSTOMERS) if endpoint == "runmap" else sc.maps.list()
+            with pytest.raises(APIStatusError) as info:
+                await call
+    assert info.value.status_code == status
+    assert stolen.call_count == 0
