@@ -5,7 +5,6 @@ pool's size). Every wait is bounded by the call's pool timeout."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
@@ -15,6 +14,7 @@ import anyio
 
 from . import _retry
 from ._backend import FailureKind
+from ._waiting import Waiter
 from ._wire import Call
 from .exceptions import APITimeoutError, RateLimitError
 from .models import Timeout
@@ -132,53 +132,6 @@ class RateGate:
             window.closed_until = max(window.closed_until, now + min(retry_after, MAX_PAUSE))
 
 
-class _Waiter:
-    """A caller waiting for a slot. On asyncio a bare future under its own timer (a
-    timer costs about 3 µs, an anyio cancel scope 15); off asyncio an anyio event under
-    ``fail_after``."""
-
-    __slots__ = ("event", "future", "granted")
-
-    def __init__(self) -> None:
-        self.granted = False
-        self.future: asyncio.Future[None] | None = None
-        self.event: anyio.Event | None = None
-        try:
-            self.future = asyncio.get_running_loop().create_future()
-        except RuntimeError:  # trio
-            self.event = anyio.Event()
-
-    def grant(self) -> None:
-        self.granted = True
-        if self.future is None:
-            assert self.event is not None
-            self.event.set()
-        elif not self.future.done():
-            self.future.set_result(None)
-
-    async def wait(self, timeout: float | None) -> None:
-        """Wait for ``grant`` at most ``timeout`` seconds (``TimeoutError``)."""
-        future = self.future
-        if future is None:
-            assert self.event is not None
-            with anyio.fail_after(timeout):  # None: no deadline
-                await self.event.wait()
-            return
-        timer = None
-        if timeout is not None:
-            timer = future.get_loop().call_later(timeout, _time_out, future)
-        try:
-            await future
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-
-def _time_out(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
-
-
 class Slots:
     """At most ``limit`` holders at once, shared fairly between groups (companies), every
     wait bounded.
@@ -191,19 +144,17 @@ class Slots:
       waiting for their token, say, has one free slot kept for it, so that another
       group's burst cannot take every slot just before it asks.
 
-    Home-made, for two numbers of ``python -m benchmarks``. With an ``anyio.Semaphore``
-    (first come, first served) the first company whose token came back took every
-    connection in the cold storm (1,000 ``maps.list`` for 10 companies), and every
-    company's first answer came 5.1x as late as a single cold call's (goal: 1.5x; 1.5
-    with this class). With a cancel scope per waiter (``fail_after``), ``runs.run`` at
-    c=64, where 60 calls wait for one of their company's 4 run slots, cost 1.62x raw
-    aiohttp's CPU per call (goal: 1.5x).
+    Home-made because with an ``anyio.Semaphore`` (first come, first served) the first
+    company whose token came back took every connection in the cold storm of
+    ``python -m benchmarks`` (1,000 ``maps.list`` for 10 companies), and every company's
+    first answer came 5.1x as late as a single cold call's (goal: 1.5x). Its waits are
+    ``_waiting.Waiter``s (see there why).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._free = limit
-        self._lines: dict[Hashable, deque[_Waiter]] = {}  # in turn order
+        self._lines: dict[Hashable, deque[Waiter]] = {}  # in turn order
         self._held: dict[Hashable, int] = {}  # slots held, per group holding any
         self._under_way: dict[Hashable, int] = {}  # calls under way, per group
         self._kept = 0  # free slots kept: one per group under way holding none
@@ -238,7 +189,7 @@ class Slots:
         if self._may_take(group):  # then no waiter may: each was served as it could
             self._take(group)
             return
-        waiter = _Waiter()
+        waiter = Waiter()
         line = self._lines.setdefault(group, deque())
         line.append(waiter)
         try:

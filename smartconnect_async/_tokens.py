@@ -23,6 +23,7 @@ import anyio.lowlevel
 import attrs
 
 from ._json import load
+from ._waiting import Signal
 from ._wire import Call
 from .exceptions import ResponseParseError
 from .models import Credentials, Token
@@ -231,7 +232,7 @@ class _Flight:
     __slots__ = ("done", "error", "successor", "token", "turnstile")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = Signal()
         # Its waiters go on one per turn of the event loop (each hands the lock to the
         # next), not all in one turn: between two of them the loop reads the answers
         # already in its sockets (other companies' tokens), so a crowd of one company's
@@ -375,17 +376,12 @@ class TokenCache:
                     return await self._lead(key, fetch, flight, token, force_refresh)
                 if ended is not None:
                     ended.successor = flight
-            if flight.done.is_set():
-                pass
-            elif deadline is None:
-                await flight.done.wait()
-            else:  # one deadline, however many fetches this caller waits for
+            try:  # one deadline, however many fetches this caller waits for
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await flight.done.wait(left)
+            except TimeoutError:
                 assert max_wait is not None
-                try:
-                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                        await flight.done.wait()
-                except TimeoutError:
-                    raise TokenWaitTimeout(max_wait) from None
+                raise TokenWaitTimeout(max_wait) from None
             async with flight.turnstile:
                 await anyio.lowlevel.checkpoint()
             if flight.token is not None:
