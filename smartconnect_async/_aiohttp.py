@@ -7,7 +7,7 @@ loop, and is tied to that loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 from yarl import URL
@@ -18,6 +18,7 @@ from ._redact import redact_url
 __all__ = ["AiohttpBackend"]
 
 _CHUNK = 1 << 16
+_NO_CONTENT_TYPE = ("Content-Type",)
 
 # Order matters: subclasses before their bases.
 _FAILURES: tuple[tuple[type[BaseException], FailureKind], ...] = (
@@ -56,7 +57,7 @@ class _AiohttpResponse:
     def headers(self) -> Mapping[str, str]:
         return self._response.headers
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.content.iter_chunked(_CHUNK):
                 yield chunk
@@ -123,8 +124,13 @@ class _Exchange:
                 URL(request.url, encoded=True),
                 data=request.content,
                 headers=request.headers,
+                # No body, no Content-Type (aiohttp would send application/octet-stream).
+                skip_auto_headers=_NO_CONTENT_TYPE if request.content is None else (),
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+                    total=request.total,
+                    connect=t.connect,
+                    sock_connect=t.connect,
+                    sock_read=t.read,
                 ),
                 allow_redirects=False,
             )

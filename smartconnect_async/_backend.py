@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -63,6 +63,9 @@ class BackendRequest:
     headers: Mapping[str, str]
     content: bytes | None
     timeout: Timeout
+    total: float | None = None
+    """Seconds for the whole exchange, the answer read included (``READ_TIMEOUT`` when
+    they run out); ``None``: no bound but ``timeout``'s."""
 
 
 class BackendResponse(Protocol):
@@ -76,7 +79,7 @@ class BackendResponse(Protocol):
         """Header names are matched case-insensitively."""
         ...
 
-    def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         """The body, decoded of any content encoding, chunk by chunk."""
         ...
 

@@ -3,9 +3,10 @@ user passes in with its own event hooks, transports or mounts)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import anyio
 import httpx
 
 from ._backend import BackendFailure, BackendRequest, FailureKind
@@ -50,7 +51,7 @@ class _HttpxResponse:
     def headers(self) -> Mapping[str, str]:
         return self._response.headers
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
@@ -97,15 +98,23 @@ class HttpxBackend:
             ),
         )
         try:
-            # Never a redirect, even with a client made to follow them: a 307 would
-            # send a run (token and all) again, to another host.
-            response = await self.client.send(built, stream=True, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            raise _failure(exc) from None
-        try:
-            yield _HttpxResponse(response)
-        finally:
-            await response.aclose()
+            # The whole exchange, the caller's read of the answer included (httpx has no
+            # total timeout of its own).
+            with anyio.fail_after(request.total):  # None: no deadline
+                try:
+                    # Never a redirect, even with a client made to follow them: a 307
+                    # would send a run (token and all) again, to another host.
+                    response = await self.client.send(built, stream=True, follow_redirects=False)
+                except httpx.HTTPError as exc:
+                    raise _failure(exc) from None
+                try:
+                    yield _HttpxResponse(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise BackendFailure(
+                FailureKind.READ_TIMEOUT, f"no whole answer within {request.total:g}s"
+            ) from None
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("smartconnect_async")
+T = TypeVar("T")
 
 
 def _store_failed(action: str, key: TokenKey, exc: Exception) -> None:
@@ -263,7 +264,8 @@ class TokenCache:
     again for all of them (those woken later follow that fetch). A caller may bound its
     wait for a fetch another caller leads (``max_wait``).
 
-    A store that fails is logged and passed over (the token in memory stays in use).
+    A store that fails, or takes longer than ``store_timeout`` seconds, is logged and
+    passed over (the token in memory stays in use).
     The store is read once when a key is first asked for (by the caller that leads, for
     all who ask meanwhile), before each fetch (another process may have stored a newer
     token), for ``force_refresh`` and after a token is refused; in between, calls use
@@ -278,12 +280,14 @@ class TokenCache:
         *,
         refresh_margin: timedelta = timedelta(days=1),
         clock: Clock = utc_now,
+        store_timeout: float | None = 30.0,
     ) -> None:
         if refresh_margin < timedelta(0):
             raise ValueError("refresh_margin must not be negative")
         self.store: TokenStore = store if store is not None else MemoryTokenStore()
         self.refresh_margin = refresh_margin
         self.clock = clock
+        self.store_timeout = store_timeout
         self._locks: dict[TokenKey, anyio.Lock] = {}
         self._flights: dict[TokenKey, _Flight] = {}
         self._known: dict[TokenKey, Token] = {}  # the token last read or stored, per key
@@ -308,29 +312,33 @@ class TokenCache:
         return None if token is None or self._was_refused(key, token) else token
 
     async def _stored(self, key: TokenKey) -> Token | None:
-        """``store.get``; a store that fails holds nothing (logged)."""
-        try:
-            pending = self.store.get(key)
-            if inspect.isawaitable(pending):
-                return await pending
-        except Exception as exc:
-            _store_failed("read", key, exc)
-            return None
-        raise _not_async("get", pending)
+        """``store.get``; a store that fails, or takes longer than ``store_timeout``,
+        holds nothing (logged)."""
+        return await self._use_store("read", "get", key, lambda: self.store.get(key))
 
     async def _store(self, key: TokenKey, token: Token | None) -> None:
         """``store.set`` (``delete`` for None), the key's lock held by the caller; a store
-        that fails is logged, and the token this cache holds stays in use."""
-        operation = "delete" if token is None else "set"
+        that fails or hangs is logged, and the token this cache holds stays in use."""
+        if token is None:
+            await self._use_store("delete", "delete", key, lambda: self.store.delete(key))
+        else:
+            await self._use_store("write", "set", key, lambda: self.store.set(key, token))
+
+    async def _use_store(
+        self, action: str, method: str, key: TokenKey, start: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """The store's ``method`` (``start`` calls it) within ``store_timeout``; ``None``
+        (logged) if it fails or takes longer. A method that is not async is a
+        ``TypeError``: not a store that fails, one that cannot work at all."""
         try:
-            pending = self.store.delete(key) if token is None else self.store.set(key, token)
+            pending = start()
             if inspect.isawaitable(pending):
-                await pending
-                return
-        except Exception as exc:
-            _store_failed("write" if token is not None else "delete", key, exc)
-            return
-        raise _not_async(operation, pending)
+                with anyio.fail_after(self.store_timeout):  # None: no deadline
+                    return await pending
+        except Exception as exc:  # TimeoutError included: a store that hangs
+            _store_failed(action, key, exc)
+            return None
+        raise _not_async(method, pending)
 
     def _was_refused(self, key: TokenKey, token: Token) -> bool:
         """Whether the server refused ``token`` (the last one refused for ``key``)."""

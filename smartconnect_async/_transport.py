@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
 from typing import NamedTuple, TypeVar
 
@@ -74,6 +74,7 @@ class Transport:
         max_retries: int,
         max_connections: int = 100,
         max_concurrent_runs: int = 4,
+        max_answer_size: int = 64 << 20,
     ) -> None:
         # Every setting was checked by the client that made this.
         self.api_url = api_url.rstrip("/")
@@ -81,6 +82,7 @@ class Transport:
         self.tokens = tokens
         self.timeout = timeout
         self.max_retries = max_retries
+        self.max_answer_size = max_answer_size
         self.limits = Limits(
             max_connections=max_connections, max_concurrent_runs=max_concurrent_runs
         )
@@ -108,7 +110,8 @@ class Transport:
         max_retries: int | None = None,
     ) -> T:
         """Make ``call`` and return its parsed answer."""
-        return await self._send(call, principal, timeout, max_retries, partial(_read, call))
+        read = partial(_read, call, self.max_answer_size)
+        return await self._send(call, principal, timeout, max_retries, read)
 
     @asynccontextmanager
     async def stream(
@@ -133,7 +136,9 @@ class Transport:
                 stack.push_async_exit(answer.held.pop_all())
                 return answer
 
-            answer = await self._send(call, principal, timeout, max_retries, keep_open)
+            answer = await self._send(
+                call, principal, timeout, max_retries, keep_open, streamed=True
+            )
             yield _chunks(call, answer)
 
     async def token(
@@ -190,6 +195,8 @@ class Transport:
         timeout: Timeout | float | None,
         max_retries: int | None,
         consume: Consume[T],
+        *,
+        streamed: bool = False,
     ) -> T:
         """Send ``call`` until an answer is consumed or the call fails for good."""
         timeouts = self.timeouts(timeout)
@@ -197,10 +204,13 @@ class Transport:
             max_retries = self.max_retries
         else:
             check_count("max_retries", max_retries, minimum=0)
+        deadline = None if timeouts.total is None else time.monotonic() + timeouts.total
         company = principal.key.company_id if principal is not None else None
         self.limits.connections.begin(company)
         try:
-            return await self._attempts(call, principal, timeouts, max_retries, consume)
+            return await self._attempts(
+                call, principal, timeouts, max_retries, consume, deadline, streamed
+            )
         finally:
             self.limits.connections.end(company)
 
@@ -211,21 +221,27 @@ class Transport:
         timeouts: Timeout,
         max_retries: int,
         consume: Consume[T],
+        deadline: float | None,
+        streamed: bool,
     ) -> T:
+        """The attempt loop, within ``deadline`` (``time.monotonic()``, from ``total``)."""
         retries = 0
         refreshed = False
         number = 0
         while True:
             if self.closed:
                 raise ClientClosedError("the SmartConnect client is closed")
+            now, left = _within(call, timeouts, deadline)
             token = None
             if call.authenticated:
                 if principal is None:
                     raise RuntimeError(f"{call.endpoint} needs credentials")
-                token = await self.token(principal, timeout=timeouts, caller=call)
+                token = await self.token(principal, timeout=now, caller=call)
             number += 1
             try:
-                return await self._attempt(call, principal, token, timeouts, number, consume)
+                return await self._attempt(
+                    call, principal, token, now, number, consume, left, streamed
+                )
             except AuthenticationError:
                 if token is None or refreshed or not call.refresh_on_401:
                     raise
@@ -234,7 +250,7 @@ class Transport:
                 await self.tokens.invalidate(principal, token)
             except SmartConnectError as error:
                 delay = retry_delay(call, error, retries, max_retries)
-                if delay is None:
+                if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
                     raise
                 retries += 1
                 logger.warning(
@@ -256,24 +272,30 @@ class Transport:
         timeouts: Timeout,
         number: int,
         consume: Consume[T],
+        left: float | None,
+        streamed: bool,
     ) -> T:
-        """Send ``call`` once and consume its successful answer; raise the error that the
-        answer (or its absence) means."""
+        """Send ``call`` once and consume its successful answer, all within ``left``
+        seconds (a ``streamed`` answer's body excepted); raise the error that the answer
+        (or its absence) means."""
         request = BackendRequest(
             url=_wire.request_url(self.api_url, call, None if token is None else token.value),
             headers=_wire.request_headers(call),
             content=call.body,
             timeout=timeouts,
+            total=None if streamed else left,
         )
         company = principal.key.company_id if principal is not None else None
         gate_key = principal.key if principal is not None else self.api_url
         secrets = _secrets(principal, token)
-        async with AsyncExitStack() as held:
-            await held.enter_async_context(self.limits.admitted(call, company, gate_key, timeouts))
-            sent = Sent(time.time(), number)
-            started = time.perf_counter()
-            status: int | None = None
-            try:
+        sent: Sent | None = None
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            async with AsyncExitStack() as held:
+                admitted = self.limits.admitted(call, company, gate_key, timeouts)
+                await held.enter_async_context(admitted)
+                sent = Sent(time.time(), number)
                 response = await held.enter_async_context(self.backend.send(request))
                 status = response.status
                 headers = response.headers
@@ -282,24 +304,74 @@ class Transport:
                     result = await consume(Answer(response, secrets, sent, held))
                     _log(call, number, status, started, headers)
                     return result
-                body = await response.read()
-            except BackendFailure as failure:
-                error = _wire.failure_error(call, failure, secrets, sent)
-            else:
-                retry_after = parse_retry_after(headers.get("retry-after"))
-                error = _wire.status_error(call, status, headers, body, secrets, sent, retry_after)
+                body, _ = await _body(response, _wire.ERROR_BODY_READ)
+        except BackendFailure as failure:
+            assert sent is not None  # only a request on its way fails so
+            error = _wire.failure_error(call, failure, secrets, sent)
+        else:
+            assert sent is not None
+            assert status is not None
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            error = _wire.status_error(call, status, headers, body, secrets, sent, retry_after)
         _log(call, number, status, started, None, error)
         raise error
 
 
-async def _read(call: Call[T], answer: Answer) -> T:
-    """The result of ``call`` from its successful answer: the body read whole and parsed,
-    or fed to the call's incremental parser as it arrives."""
+def _within(
+    call: Call[object], timeouts: Timeout, deadline: float | None
+) -> tuple[Timeout, float | None]:
+    """The timeouts of the next attempt, its waits bounded by what is left of the call's
+    ``total`` too, and what is left; ``APITimeoutError`` when nothing is."""
+    if deadline is None:
+        return timeouts, None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise APITimeoutError(
+            f"{call.endpoint}{call.where}: no answer within the call's total timeout of "
+            f"{timeouts.total:g}s; not sent again",
+            endpoint=call.endpoint,
+            sent=False,
+        )
+    if timeouts.pool is None or left < timeouts.pool:
+        timeouts = attrs.evolve(timeouts, pool=left)
+    return timeouts, left
+
+
+async def _body(response: BackendResponse, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of ``response``'s body (counted after decompression), and
+    whether it went on past them (the rest is not read: the connection is dropped)."""
+    headers = response.headers
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) <= limit and "content-encoding" not in headers:
+        return await response.read(), False
+    chunks: list[bytes] = []
+    size = 0
+    async with aclosing(response.iter_bytes()) as stream:
+        async for chunk in stream:
+            if size + len(chunk) > limit:
+                chunks.append(chunk[: limit - size])
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks), False
+
+
+async def _read(call: Call[T], limit: int, answer: Answer) -> T:
+    """The result of ``call`` from its successful answer: the body read whole (at most
+    ``limit`` bytes) and parsed, or fed to the call's incremental parser as it arrives."""
     response = answer.response
     headers = response.headers
     if call.incremental is None or _wire.is_html(headers.get("content-type", "")):
-        body = await response.read()
-        return _wire.read_answer(call, response.status, headers, body, answer.secrets, answer.sent)
+        body, more = await _body(response, limit)
+        return _wire.read_answer(
+            call,
+            response.status,
+            headers,
+            body,
+            answer.secrets,
+            answer.sent,
+            cut_at=limit if more else None,
+        )
     parser = call.incremental()
     try:
         async for chunk in response.iter_bytes():

@@ -63,6 +63,9 @@ EXCERPT_LENGTH = 200
 """Characters of an error answer kept in an exception's message and ``body``."""
 ANSWER_KEPT = 1 << 16
 """Characters of an unreadable run answer kept in ``RunOutcomeUnknown.body``."""
+ERROR_BODY_READ = 1 << 16
+"""Bytes of an error answer read (after decompression) for its excerpt; the rest is
+not read."""
 
 UNPROCESSED_STATUSES = frozenset({429, 503})
 """Statuses that say the server did not process the request: even a run may be sent
@@ -262,11 +265,21 @@ def read_answer(
     body: bytes,
     secrets: tuple[str, ...],
     sent: Sent,
+    *,
+    cut_at: int | None = None,
 ) -> T:
     """The result of a successful answer. An answer that cannot be read raises
     ``ResponseParseError``, or, for a call that is not idempotent (it was processed),
-    ``RunOutcomeUnknown`` keeping the answer's text (its run number is in it)."""
-    if is_html(headers.get("content-type", ""), body):
+    ``RunOutcomeUnknown`` keeping the answer's text (its run number is in it).
+    ``cut_at``: the answer went on past this many bytes, which were all that was read."""
+    if cut_at is not None:
+        error = ResponseParseError(
+            f"{call.endpoint}: the answer is larger than {cut_at:,} bytes (max_answer_size); "
+            "the rest was not read",
+            endpoint=call.endpoint,
+            request_id=request_id(headers),
+        )
+    elif is_html(headers.get("content-type", ""), body):
         error = html_page_error(call, status, headers, body, secrets)
     else:
         try:

@@ -52,9 +52,14 @@ class SmartConnect:
       (a fraction of httpx's CPU per call under concurrency) and httpx on trio or when
       ``http_client`` is given; ``"httpx"`` or ``"aiohttp"`` force one.
     - ``token_store``: where tokens are kept (default: in memory): an object with async
-      ``get``, ``set`` and ``delete`` methods.
+      ``get``, ``set`` and ``delete`` methods. One that fails, or takes longer than the
+      pool timeout, is logged and passed over.
     - ``refresh_margin``: how long before expiry a token is renewed (from 0 up to, not
       including, 89 days: tokens live three months, 89 days at the least).
+    - ``max_answer_size``: the most bytes (after decompression) of an answer read whole
+      (JSON: map lists, columns, run results); a larger one is ``ResponseParseError``
+      (``RunOutcomeUnknown`` for a run) without reading the rest. Data (XML) answers are
+      parsed as they stream in and have no such limit.
 
     A setting of the wrong type raises ``TypeError``, one out of range ``ValueError``,
     here rather than on the first call.
@@ -80,6 +85,7 @@ class SmartConnect:
         backend: Literal["auto", "httpx", "aiohttp"] = "auto",
         token_store: TokenStore | None = None,
         refresh_margin: timedelta = timedelta(days=1),
+        max_answer_size: int = 64 << 20,
         clock: Clock = utc_now,
     ) -> None:
         _check_api_url(api_url)
@@ -89,17 +95,26 @@ class SmartConnect:
         check_count("max_connections", max_connections, minimum=1)
         check_count("max_retries", max_retries, minimum=0)
         check_count("max_concurrent_runs", max_concurrent_runs, minimum=1)
+        check_count("max_answer_size", max_answer_size, minimum=1024)
         _check_keepalive_expiry(keepalive_expiry)
         _check_token_store(token_store)
         _check_refresh_margin(refresh_margin)
         transport = Transport(
             api_url,
             _make_backend(backend, http_client, max_connections, keepalive_expiry),
-            Tokens(TokenCache(token_store, refresh_margin=refresh_margin, clock=clock)),
+            Tokens(
+                TokenCache(
+                    token_store,
+                    refresh_margin=refresh_margin,
+                    clock=clock,
+                    store_timeout=Timeout.of(timeout).pool,
+                )
+            ),
             timeout=Timeout.of(timeout),
             max_retries=max_retries,
             max_connections=max_connections,
             max_concurrent_runs=max_concurrent_runs,
+            max_answer_size=max_answer_size,
         )
         self._bind(transport, credentials, {}, owner=True)
 

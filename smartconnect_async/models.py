@@ -104,7 +104,12 @@ class Token:
 class Timeout:
     """Time limits for one call, in seconds (``None`` = no limit).
 
-    ``Timeout(30)`` sets all four; ``Timeout(30, connect=5)`` overrides one.
+    ``Timeout(30)`` sets ``connect``, ``read`` (between two pieces of the answer),
+    ``write`` and ``pool`` (every wait before sending) to 30 s, and ``total`` to ten
+    times that; ``Timeout(30, connect=5)`` overrides one. ``total`` bounds the whole
+    call: every attempt, the waits and back-offs between them, and reading the answer
+    (a streamed answer, ``iter_rows``, only until it starts: then ``read`` bounds each
+    wait for the next piece).
     """
 
     default: float | None = attrs.field(default=30.0, validator=_seconds)
@@ -119,6 +124,10 @@ class Timeout:
     )
     pool: float | None = attrs.field(
         default=attrs.Factory(lambda s: s.default, True), validator=_seconds
+    )
+    total: float | None = attrs.field(
+        default=attrs.Factory(lambda s: None if s.default is None else 10 * s.default, True),
+        validator=_seconds,
     )
 
     @classmethod

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -62,15 +63,15 @@ class FileTokenStore:
     async def get(self, key: TokenKey) -> Token | None:
         """The token stored under ``key``; ``None`` when there is none or the file is
         unusable (a warning says why)."""
-        return await anyio.to_thread.run_sync(self._read, key)
+        return await anyio.to_thread.run_sync(self._read, key, abandon_on_cancel=True)
 
     async def set(self, key: TokenKey, token: Token) -> None:
         """Store ``token`` under ``key``, atomically replacing any previous file."""
-        await anyio.to_thread.run_sync(self._write, key, token)
+        await anyio.to_thread.run_sync(self._write, key, token, abandon_on_cancel=True)
 
     async def delete(self, key: TokenKey) -> None:
         """Remove the file of ``key``, if there is one."""
-        await anyio.to_thread.run_sync(self._remove, key)
+        await anyio.to_thread.run_sync(self._remove, key, abandon_on_cancel=True)
 
     # ---- blocking parts, run in a worker thread ------------------------------------
 
@@ -127,9 +128,15 @@ class FileTokenStore:
 
 
 def _read_private_file(path: Path) -> bytes:
-    """The bytes of ``path``, refusing symbolic links, files of another user and files
-    too big to be a token (``OSError`` or ``ValueError`` says which)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    """The bytes of ``path``, refusing symbolic links, anything but a regular file (a
+    FIFO would block the read for ever: it is opened without blocking, then refused),
+    files of another user and files too big to be a token (``OSError`` says which)."""
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -138,6 +145,8 @@ def _read_private_file(path: Path) -> bytes:
         raise
     with os.fdopen(fd, "rb") as file:
         info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "it is not a regular file")
         getuid = getattr(os, "getuid", None)
         if getuid is not None and info.st_uid != getuid():
             raise OSError(0, "it belongs to another user")

@@ -11,6 +11,7 @@ import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -187,6 +188,25 @@ async def test_symbolic_link_is_not_followed(
     with caplog.at_level(logging.WARNING, logger="smartconnect_async"):
         assert await store.get(KEY) is None
     assert "symbolic link" in caplog.text
+
+
+@pytest.mark.skipif(not POSIX, reason="FIFOs")
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+async def test_anything_but_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    # A FIFO at the cache path hung the CLI for ever, even after Ctrl-C.
+    store = FileTokenStore(tmp_path)
+    if kind == "fifo":
+        os.mkfifo(store.path_for(KEY))
+    else:
+        store.path_for(KEY).mkdir()
+    with caplog.at_level(logging.WARNING, logger="smartconnect_async"), anyio.fail_after(5):
+        assert await store.get(KEY) is None
+    assert "not a regular file" in caplog.text or "Is a directory" in caplog.text
+    if kind == "fifo":  # and a token can still be stored there, replacing it
+        await store.set(KEY, make_token())
+        assert await store.get(KEY) == make_token()
 
 
 async def test_delete(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ class ServerStats:
         self.runs_in_flight: Counter[str] = Counter()
         self.peak_runs_in_flight: Counter[str] = Counter()
         self.client_addresses: set[tuple[Any, ...]] = set()
+        # Per request: the endpoint and its headers (names in lower case), in order.
+        self.requests: list[tuple[str, dict[str, str]]] = []
 
 
 class AppSwitch:
@@ -116,7 +118,9 @@ class AppSwitch:
             await app(scope, receive, send)
             return
         company = self._run_company(scope, emulator)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         with stats.lock:
+            stats.requests.append((scope["path"].rpartition("/")[2], headers))
             stats.in_flight += 1
             if scope.get("client"):
                 stats.client_addresses.add(tuple(scope["client"]))

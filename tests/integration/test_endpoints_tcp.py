@@ -67,6 +67,38 @@ def _key_of(emulator: Emulator, company: str, map_id: str) -> str:
     )
 
 
+# ---- what goes on the wire -------------------------------------------------------------
+
+
+async def test_every_request_sends_the_content_type_and_accept_the_documents_send(
+    sc: SmartConnect, server: LoopbackServer
+) -> None:
+    # PROTOCOL.md: JSON endpoints send Accept: application/json, data endpoints
+    # application/xml; a request with no body sends no Content-Type (the vendor's sample
+    # sends none; aiohttp would add application/octet-stream on its own).
+    await sc.maps.list()
+    await sc.data.get_all(IMPORT_CUSTOMERS_KEY)
+    await sc.data.get_all(IMPORT_CUSTOMERS_KEY, {"GBL_STATE": "CO"})
+    await sc.runs.run(IMPORT_CUSTOMERS_KEY)
+    await sc.runs.run(IMPORT_CUSTOMERS_KEY, {"GBL_STATE": "CO"})
+    await sc.runs.run_data_table(IMPORT_CUSTOMERS_KEY, [{"AccountNumber": "W1"}])
+    await sc.runs.run_xml(IMPORT_CUSTOMERS_KEY, [{"AccountNumber": "W2"}])
+    seen = {
+        endpoint: (headers.get("content-type"), headers.get("accept"))
+        for endpoint, headers in server.switch.stats.requests
+    }
+    assert seen == {
+        "GetToken": (None, "application/json"),
+        "GetMapList": (None, "application/json"),
+        "GetAllData": (None, "application/xml"),
+        "GetAllDataWithVariables": ("application/json", "application/xml"),
+        "runmap": (None, "application/json"),
+        "RunMapWithVariables": ("application/json", "application/json"),
+        "runmapdatatable": ("application/xml", "application/json"),
+        "runmapxml": ("text/xml", "application/json"),
+    }
+
+
 # ---- authentication ---------------------------------------------------------------------
 
 

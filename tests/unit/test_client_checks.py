@@ -83,6 +83,8 @@ class _NotCallable:
         ({"max_concurrent_runs": 2.0}, TypeError, "max_concurrent_runs must be an int, not"),
         ({"max_concurrent_runs": False}, TypeError, "max_concurrent_runs must be an int, not"),
         ({"max_concurrent_runs": 0}, ValueError, "max_concurrent_runs must be at least 1, not 0"),
+        ({"max_answer_size": "64MB"}, TypeError, "max_answer_size must be an int, not"),
+        ({"max_answer_size": 10}, ValueError, "max_answer_size must be at least 1024, not 10"),
         ({"keepalive_expiry": "4"}, TypeError, "keepalive_expiry must be a number.*not str"),
         ({"keepalive_expiry": True}, TypeError, "keepalive_expiry must be a number.*not bool"),
         ({"keepalive_expiry": None}, TypeError, "keepalive_expiry must be a number"),

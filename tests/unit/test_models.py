@@ -94,17 +94,20 @@ def test_token_is_expired_defaults_to_now() -> None:
 
 
 def test_timeout_defaults_and_overrides() -> None:
-    assert attrs.astuple(Timeout()) == (30.0, 30.0, 30.0, 30.0, 30.0)
-    assert attrs.astuple(Timeout(10)) == (10, 10, 10, 10, 10)
-    assert attrs.astuple(Timeout(10, connect=2)) == (10, 2, 10, 10, 10)
-    assert attrs.astuple(Timeout(None, read=5)) == (None, None, 5, None, None)
+    # default, connect, read, write, pool, total (ten times the default)
+    assert attrs.astuple(Timeout()) == (30.0, 30.0, 30.0, 30.0, 30.0, 300.0)
+    assert attrs.astuple(Timeout(10)) == (10, 10, 10, 10, 10, 100)
+    assert attrs.astuple(Timeout(10, connect=2)) == (10, 2, 10, 10, 10, 100)
+    assert attrs.astuple(Timeout(10, total=None)) == (10, 10, 10, 10, 10, None)
+    assert attrs.astuple(Timeout(None, read=5)) == (None, None, 5, None, None, None)
+    assert attrs.astuple(Timeout(None, total=60)) == (None, None, None, None, None, 60)
 
 
 def test_timeout_of() -> None:
     limits = Timeout(10, pool=1)
     assert Timeout.of(limits) is limits
     assert Timeout.of(None) == Timeout(None)
-    assert attrs.astuple(Timeout.of(None)) == (None, None, None, None, None)
+    assert attrs.astuple(Timeout.of(None)) == (None, None, None, None, None, None)
     assert Timeout.of(2.5) == Timeout(2.5)
     assert Timeout.of(7) == Timeout(7)
 

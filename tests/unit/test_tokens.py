@@ -875,3 +875,37 @@ async def test_force_refresh_while_another_caller_reads_the_store_still_fetches(
     assert got == {"first": old.value, "forcing": "token-1"}
     assert fetch.calls == 1
     assert store.tokens[KEY].value == "token-1"
+
+
+class HangingStore(RecordingStore):
+    """A store whose ``hangs`` operations never return (a network store that is down)."""
+
+    def __init__(self, *hangs: str) -> None:
+        super().__init__()
+        self.hangs = hangs
+
+    async def get(self, key: TokenKey) -> Token | None:
+        if "get" in self.hangs:
+            await anyio.sleep_forever()
+        return await super().get(key)
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        if "set" in self.hangs:
+            await anyio.sleep_forever()
+        await super().set(key, token)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("hangs", [("get",), ("set",), ("get", "set")])
+async def test_a_store_that_hangs_degrades_like_a_store_that_fails(
+    hangs: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    cache = TokenCache(HangingStore(*hangs), clock=clock, store_timeout=0.05)
+    with caplog.at_level(logging.WARNING, logger="smartconnect_async"), anyio.fail_after(2):
+        first = await cache.get(KEY, fetch)
+        assert await cache.get(KEY, fetch) is first  # kept in memory
+    assert fetch.calls == 1
+    assert "going on with the token in memory" in caplog.text
+    assert "TimeoutError" in caplog.text

@@ -3,7 +3,8 @@ exceptions with their attributes, retries of reads, connection failures, HTML an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable
+import gzip
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -18,6 +19,7 @@ from unit_support import (
     TOKEN,
     SleepRecorder,
     client,
+    dumps,
     html_page,
     mock_api,
     query,
@@ -35,6 +37,7 @@ from smartconnect_async import (
     PermissionDeniedError,
     RateLimitError,
     ResponseParseError,
+    RunOutcomeUnknown,
     ServerError,
     SmartConnect,
     SmartConnectError,
@@ -600,3 +603,147 @@ async def test_a_user_client_that_follows_redirects_never_follows_one(
                 await call
     assert info.value.status_code == status
     assert stolen.call_count == 0
+
+
+# ---- bodies read whole are bounded ------------------------------------------------------
+
+
+class CountedBody(httpx.AsyncByteStream):
+    """A body sent in ``chunks``, counting how many the client pulled."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.pulled += 1
+            yield chunk
+
+
+def _big(
+    status: int, size: int, *, gzip_it: bool = False, chunk: int = 1 << 16
+) -> tuple[httpx.Response, CountedBody]:
+    payload = b'{"Message": "' + b"x" * size + b'"}'
+    headers = {"Content-Type": "application/json"}
+    if gzip_it:
+        payload = gzip.compress(payload)
+        headers["Content-Encoding"] = "gzip"
+        chunk = 1024
+    body = CountedBody([payload[i : i + chunk] for i in range(0, len(payload), chunk)])
+    return httpx.Response(status, headers=headers, stream=body), body
+
+
+@pytest.mark.parametrize("gzip_it", [False, True], ids=["plain", "gzip"])
+async def test_only_the_start_of_a_huge_error_body_is_read(gzip_it: bool) -> None:
+    answer, body = _big(500, 64 << 20, gzip_it=gzip_it)
+    with mock_api() as api:
+        api.post("/GetMapList").mock(return_value=answer)
+        async with client(max_retries=0) as sc:
+            with pytest.raises(ServerError) as info:
+                await sc.maps.list()
+    assert info.value.body == ('{"Message": "' + "x" * 200)[:199] + "…"  # too long to parse
+    assert body.pulled <= 3 < len(body.chunks)
+
+
+@pytest.mark.parametrize("gzip_it", [False, True], ids=["plain", "gzip"])
+async def test_an_answer_over_max_answer_size_is_refused_unread(gzip_it: bool) -> None:
+    answer, body = _big(200, 8 << 20, gzip_it=gzip_it)
+    with mock_api() as api:
+        api.post("/GetMapList").mock(return_value=answer)
+        async with client(max_answer_size=1 << 20) as sc:
+            with pytest.raises(ResponseParseError) as info:
+                await sc.maps.list()
+    assert str(info.value) == (
+        "GetMapList: the answer is larger than 1,048,576 bytes (max_answer_size); "
+        "the rest was not read"
+    )
+    assert body.pulled < len(body.chunks)
+
+
+async def test_a_run_answer_over_max_answer_size_is_outcome_unknown() -> None:
+    answer, _ = _big(200, 4 << 20)
+    with mock_api() as api:
+        route = api.post("/runmap").mock(return_value=answer)
+        async with client(max_answer_size=1 << 20) as sc:
+            with pytest.raises(RunOutcomeUnknown) as info:
+                await sc.runs.run(GUID_CUSTOMERS)
+    assert route.call_count == 1  # processed: never sent again
+    assert "larger than 1,048,576 bytes" in str(info.value)
+    assert (info.value.body or "").startswith('{"Message": "xxx')
+
+
+async def test_an_answer_of_max_answer_size_exactly_is_read() -> None:
+    payload = dumps([{"MapKey": GUID_CUSTOMERS, "MapId": "M" * 2000, "MapDescription": ""}])
+    with mock_api() as api:
+        api.post("/GetMapList").respond(200, content=payload)
+        async with client(max_answer_size=len(payload)) as sc:
+            assert (await sc.maps.list())[0].id == "M" * 2000
+
+
+# ---- a call's whole time is bounded (Timeout.total) --------------------------------------
+
+
+class Trickle(httpx.AsyncByteStream):
+    """A body sent one byte every ``pause`` seconds."""
+
+    def __init__(self, body: bytes, pause: float = 0.05) -> None:
+        self.body = body
+        self.pause = pause
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for byte in self.body:
+            await anyio.sleep(self.pause)
+            yield bytes([byte])
+
+
+def _trickling(body: bytes) -> httpx.Response:
+    return httpx.Response(200, headers={"Content-Type": "application/json"}, stream=Trickle(body))
+
+
+async def test_a_trickling_answer_ends_at_the_total_timeout() -> None:
+    with mock_api() as api:
+        api.post("/GetMapList").mock(side_effect=lambda _: _trickling(MAP_LIST_JSON))
+        async with client(timeout=Timeout(5, total=0.3), max_retries=0) as sc:
+            started = anyio.current_time()
+            with pytest.raises(APITimeoutError) as info:
+                await sc.maps.list()
+            assert anyio.current_time() - started < 2
+    assert info.value.sent is True
+
+
+async def test_a_trickling_run_answer_is_outcome_unknown_and_frees_its_slot() -> None:
+    answers = iter([_trickling(dumps(run_json())), httpx.Response(200, json=run_json())])
+    with mock_api() as api:
+        route = api.post("/runmap").mock(side_effect=lambda _: next(answers))
+        async with client(timeout=Timeout(5, total=0.3), max_concurrent_runs=1) as sc:
+            with pytest.raises(RunOutcomeUnknown):
+                await sc.runs.run(GUID_CUSTOMERS)
+            with anyio.fail_after(2):  # the only run slot came back
+                assert (await sc.runs.run(GUID_CUSTOMERS)).run_number == 42
+    assert route.call_count == 2
+
+
+async def test_no_back_off_goes_past_the_total_timeout(sleeps: SleepRecorder) -> None:
+    # The first back-off is at least 0.25 s: past a total of 0.2 s, so none is made.
+    with mock_api() as api:
+        route = api.post("/GetMapList").respond(503)
+        async with client(timeout=Timeout(5, total=0.2), max_retries=10) as sc:
+            with pytest.raises(ServerError):
+                await sc.maps.list()
+    assert route.call_count == 1
+    assert sleeps.delays == []
+
+
+async def test_a_wait_for_another_call_s_token_is_bounded_by_the_total_too() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        api.post("/GetToken").mock(side_effect=stalled)
+        api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        async with client(timeout=Timeout(30, total=60)) as sc, anyio.create_task_group() as tg:
+            tg.start_soon(sc.maps.list)  # sends the GetToken, held back
+            await stalled.sent.wait()
+            with anyio.fail_after(2), pytest.raises(APITimeoutError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS, timeout=Timeout(30, total=0.2))
+            assert "no token for company" in str(info.value)
+            stalled.release.set()
