@@ -25,7 +25,9 @@ FLAT_TOLERANCE = 16 * 2**20
 """Growth at the largest size may exceed growth at 100k rows by this much and still be
 "flat" (allocator and measurement noise)."""
 GET_ALL_TIME_MAX = 1.3
-STORM_FIRST_MAX = 1.2
+STORM_FIRST_MAX = 1.5
+"""Every company's first answer, and the first answer, against a single cold call: 1.2
+until the core moved to standard primitives, where the issue set 1.5 (raw aiohttp: 5.9)."""
 
 
 @attrs.frozen
