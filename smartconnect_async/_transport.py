@@ -1,11 +1,11 @@
 """The one place that does I/O: every call funnels through ``Transport.call`` (an answer
-read whole) or ``Transport.stream`` (an answer read as it arrives), in three layers:
+read whole) or ``Transport.stream`` (an answer read as it arrives), in layers:
 
-- ``_send``: the attempt loop: the token, one refresh after a 401, and the retries that
-  ``_retry.retry_delay`` allows;
+- ``_send`` and ``_attempts``: the attempt loop, within the call's total timeout: the
+  token, one refresh after a 401, and the retries that ``_retry.retry_delay`` allows;
 - ``_attempt``: one request: past the limits (``_limits``), through the backend, its
   answer judged by ``_wire``;
-- ``_read``: a successful answer's body, parsed by the call's parser.
+- ``_read``: a successful answer's body (bounded), parsed by the call's parser.
 
 What an answer means is decided in ``_wire``; this module only moves bytes and waits.
 """
@@ -130,7 +130,7 @@ class Transport:
             async def keep_open(answer: Answer) -> Answer:
                 headers = answer.response.headers
                 if _wire.is_html(headers.get("content-type", "")):
-                    body = await answer.response.read()
+                    body, _ = await _body(answer.response, _wire.ERROR_BODY_READ)
                     status = answer.response.status
                     raise _wire.html_page_error(call, status, headers, body, answer.secrets)
                 stack.push_async_exit(answer.held.pop_all())
@@ -361,7 +361,10 @@ async def _read(call: Call[T], limit: int, answer: Answer) -> T:
     ``limit`` bytes) and parsed, or fed to the call's incremental parser as it arrives."""
     response = answer.response
     headers = response.headers
-    if call.incremental is None or _wire.is_html(headers.get("content-type", "")):
+    html = _wire.is_html(headers.get("content-type", ""))
+    if html:  # never data: read only for its title
+        limit = _wire.ERROR_BODY_READ
+    if call.incremental is None or html:
         body, more = await _body(response, limit)
         return _wire.read_answer(
             call,
@@ -370,7 +373,7 @@ async def _read(call: Call[T], limit: int, answer: Answer) -> T:
             body,
             answer.secrets,
             answer.sent,
-            cut_at=limit if more else None,
+            cut_at=limit if more and not html else None,
         )
     parser = call.incremental()
     try:

@@ -184,12 +184,21 @@ class _TableBuilder:
                 table, row = self._general_row(element, number)
             known = columns.get(table)
             if known is None:
-                columns[table] = dict.fromkeys(row)
+                if len(columns) >= MAX_COLUMNS:
+                    raise ResponseParseError(
+                        f"{self._what} holds more than {MAX_COLUMNS} tables (row {number})"
+                    )
+                known = columns[table] = dict.fromkeys(row)
             elif row.keys() != known.keys():
                 for name in row:
                     known.setdefault(name)
                 if len(row) != len(known):
                     row = {name: row.get(name) for name in known}
+            if len(known) > MAX_COLUMNS:
+                raise ResponseParseError(
+                    f"table {table!r} of {self._what} has more than {MAX_COLUMNS} columns "
+                    f"(row {number})"
+                )
             ready.append((table, row))
         self._rows_seen = number
 
@@ -238,6 +247,13 @@ class _TableBuilder:
 
 
 _HEAD, _FAST, _EXPAT = "head", "fast", "expat"
+_LONGEST_REFERENCE = 16
+"""Bytes from a ``&`` to its ``;`` at the most (``&#x0010FFFF;`` is 12): text carried
+to the next chunk while a reference is incomplete never grows past this."""
+MAX_COLUMNS = 4096
+"""Columns of one table, and tables of one answer, at the most: every row is completed
+to its table's columns, so a server adding a column with every row would cost memory
+and time growing with the square of the rows."""
 _HEAD_LIMIT = 1 << 16
 _ENCODING_DECL = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _REFERENCE = re.compile(r"&(?:(amp|lt|gt|quot|apos)|#x([0-9A-Fa-f]+)|#([0-9]+));|&")
@@ -426,6 +442,11 @@ class DataSetParser:
         if not final:
             amp = text.rfind(b"&")
             if amp >= 0 and text.find(b";", amp) < 0:
+                if len(text) - amp > _LONGEST_REFERENCE:  # never carried on and on
+                    near = text[amp : amp + 12].decode("utf-8", "replace")
+                    raise ResponseParseError(
+                        f"malformed XML in {self._what}: an unterminated reference near {near!r}"
+                    )
                 text, self._carry = text[:amp], text[amp:]
             elif text.endswith(b"\r"):
                 text, self._carry = text[:-1], b"\r"

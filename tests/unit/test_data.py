@@ -14,6 +14,7 @@ from unit_support import (
     REFERENCE_ROW,
     TOKEN_Q,
     ChunkStream,
+    CountedBody,
     SleepRecorder,
     client,
     data_answer,
@@ -441,3 +442,32 @@ async def test_html_page_with_status_200_on_data_endpoint(method: str) -> None:
     assert "503 Service Unavailable" in str(info.value)
     assert info.value.endpoint == "GetAllData"
     assert info.value.request_id == "iis"
+
+
+# ---- a 200 answer that is not data fails at once, unread ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "start"),
+    [
+        ("text/html; charset=utf-8", b"<html><head><title>Server Error</title></head><body>"),
+        ("application/json", b'{"Message": "not data", "padding": "'),
+        ("application/xml", b"<!DOCTYPE string [<!ENTITY a 'b'>]><string>"),
+        ("text/plain", b"Service Unavailable " * 4),
+    ],
+    ids=["html", "json", "dtd", "text"],
+)
+@pytest.mark.parametrize("how", ["iter_rows", "get_all"])
+async def test_an_answer_that_is_not_data_fails_from_its_first_chunk(
+    content_type: str, start: bytes, how: str
+) -> None:
+    chunks = [start] + [b"x" * (1 << 16)] * 1000  # 64 MB that must never be read
+    body = CountedBody(chunks)
+    with mock_api() as api:
+        api.post("/GetAllData").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": content_type}, stream=body)
+        )
+        async with client(max_retries=0) as sc:
+            with pytest.raises(ResponseParseError):
+                await _read(sc, how)
+    assert body.pulled <= 3

@@ -17,6 +17,7 @@ from unit_support import (
     GUID_CUSTOMERS,
     MAP_LIST_JSON,
     TOKEN,
+    CountedBody,
     SleepRecorder,
     client,
     dumps,
@@ -608,19 +609,6 @@ async def test_a_user_client_that_follows_redirects_never_follows_one(
 # ---- bodies read whole are bounded ------------------------------------------------------
 
 
-class CountedBody(httpx.AsyncByteStream):
-    """A body sent in ``chunks``, counting how many the client pulled."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-        self.pulled = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            self.pulled += 1
-            yield chunk
-
-
 def _big(
     status: int, size: int, *, gzip_it: bool = False, chunk: int = 1 << 16
 ) -> tuple[httpx.Response, CountedBody]:
@@ -747,3 +735,19 @@ async def test_a_wait_for_another_call_s_token_is_bounded_by_the_total_too() -> 
                 await sc.maps.columns(GUID_CUSTOMERS, timeout=Timeout(30, total=0.2))
             assert "no token for company" in str(info.value)
             stalled.release.set()
+
+
+async def test_a_huge_html_page_with_status_200_is_an_html_page_error_read_in_part() -> None:
+    page = b"<html><head><title>Maintenance</title></head><body>" + b"x" * (8 << 20)
+    body = CountedBody([page[i : i + (1 << 16)] for i in range(0, len(page), 1 << 16)])
+    with mock_api() as api:
+        api.post("/GetMapList").mock(
+            return_value=httpx.Response(200, headers={"Content-Type": "text/html"}, stream=body)
+        )
+        async with client(max_retries=0) as sc:
+            with pytest.raises(ResponseParseError) as info:
+                await sc.maps.list()
+    assert str(info.value) == (
+        "GetMapList answered with an HTML page instead of data (HTTP 200): Maintenance"
+    )
+    assert body.pulled <= 3

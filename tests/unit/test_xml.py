@@ -25,6 +25,7 @@ from unit_support import (
 
 from smartconnect_async import DataSet, ResponseParseError, Row
 from smartconnect_async._xml import (
+    MAX_COLUMNS,
     DataSetParser,
     build_data_table,
     build_xml_request,
@@ -824,3 +825,56 @@ def test_reference_split_across_chunks_is_resolved() -> None:
     for at in range(1, len(body)):
         parser = DataSetParser()
         assert [*parser.feed(body[:at]), *parser.feed(body[at:]), *parser.close()] == expected
+
+
+# ---- hostile shapes: bounded cost ------------------------------------------------------
+
+
+def _feed_all(answer: bytes, chunk: int = 1 << 16) -> None:
+    parser = DataSetParser()
+    for start in range(0, len(answer), chunk):
+        parser.feed(answer[start : start + chunk])
+    parser.close()
+
+
+def test_a_table_widened_past_max_columns_is_refused() -> None:
+    # Every row adds a column: each row would be completed to all the columns before it.
+    rows = [{f"C{i}": "v"} for i in range(MAX_COLUMNS + 5)]
+    answer = data_answer(table_xml({"T": rows}))
+    with pytest.raises(ResponseParseError, match=f"more than {MAX_COLUMNS} columns"):
+        _feed_all(answer)
+
+
+def test_a_row_with_more_than_max_columns_is_refused() -> None:
+    row = {f"C{i}": "v" for i in range(MAX_COLUMNS + 1)}
+    with pytest.raises(ResponseParseError, match=f"more than {MAX_COLUMNS} columns"):
+        _feed_all(data_answer(table_xml({"T": [row]})))
+
+
+def test_more_than_max_columns_tables_are_refused() -> None:
+    tables = {f"T{i}": [{"A": "v"}] for i in range(MAX_COLUMNS + 1)}
+    with pytest.raises(ResponseParseError, match=f"more than {MAX_COLUMNS} tables"):
+        _feed_all(data_answer(table_xml(tables)))
+
+
+def test_max_columns_exactly_is_read() -> None:
+    row = {f"C{i}": "v" for i in range(MAX_COLUMNS)}
+    data = parse_data_set(data_answer(table_xml({"T": [row, row]})))
+    assert len(data.tables["T"][0]) == MAX_COLUMNS
+
+
+def test_an_unterminated_reference_fails_in_the_chunk_it_is_in() -> None:
+    # A "&" whose ";" never comes: the text after it must not be carried on and on
+    # (64 MB cost 17 s of CPU).
+    parser = DataSetParser()
+    parser.feed(OUTER_OPEN.encode() + b"&lt;T&gt;&lt;A&gt;x&lt;/A&gt;&lt;/T")
+    with pytest.raises(ResponseParseError, match="unterminated reference"):
+        parser.feed(b"&" + b"x" * (1 << 16))
+
+
+def test_a_reference_cut_by_a_chunk_end_is_still_read() -> None:
+    answer = data_answer(table_xml({"T": [{"A": "1 & 2 < 3"}]}))
+    cut = answer.index(b"&amp;") + 2
+    parser = DataSetParser()
+    rows = parser.feed(answer[:cut]) + parser.feed(answer[cut:]) + parser.close()
+    assert rows == [("T", {"A": "1 & 2 < 3"})]

@@ -301,3 +301,16 @@ class MutableClock:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+class CountedBody(httpx.AsyncByteStream):
+    """A body sent in ``chunks``, counting how many the client pulled."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.pulled += 1
+            yield chunk
