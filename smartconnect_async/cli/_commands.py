@@ -423,7 +423,14 @@ def data(
     state = _state()
     if fmt is None:
         if output is not None:
-            fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), "csv")
+            suffix = output.suffix.lower()
+            if suffix and suffix not in _SUFFIX_FORMATS:
+                raise click.UsageError(
+                    f"cannot write {suffix} files: name the output .csv, .json, .ndjson or "
+                    "jsonl, or give --format",
+                    ctx=click.get_current_context(),
+                )
+            fmt = _SUFFIX_FORMATS.get(suffix, "csv")
         else:
             fmt = "table" if state.out.is_terminal else "csv"
     show_progress = state.err.is_terminal and (output is not None or not state.out.is_terminal)

@@ -88,10 +88,14 @@ def load_profiles(path: Path) -> dict[str, dict[str, str]]:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the config file {path} is not UTF-8 text") from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"the config file {path} is nested too deep to read") from None
     tables = document.get("profiles", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables")

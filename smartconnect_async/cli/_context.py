@@ -61,6 +61,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""The reader of the output went away (``| head``): 128 + SIGPIPE, as other tools."""
 
 REFRESH_MARGIN = timedelta(days=1)
 """How long before expiry a cached token is renewed (the library's default)."""
@@ -294,7 +296,7 @@ def run_command(
             raise
         if isinstance(exc, BrokenPipeError):
             _silence_stdout()  # the reader went away (`| head`): stop quietly
-            code = EXIT_FAILURE
+            code = EXIT_BROKEN_PIPE
         else:
             code = report_failure(state, exc, what=what, map_name=map_name)
     ctx.exit(code)

@@ -22,6 +22,7 @@ from rich.text import Text
 from .. import redact_url
 from ..exceptions import (
     APIStatusError,
+    NotFoundError,
     ResponseParseError,
     RunOutcomeUnknown,
     SmartConnectError,
@@ -143,6 +144,8 @@ def describe_error(exc: BaseException, *, map_name: str | None = None) -> str:
         and request_id not in message
     ):
         message += f" (request id {request_id})"
+    if isinstance(exc, NotFoundError) and exc.endpoint == "GetToken":
+        message += "; is the API Url right? It usually ends in /API"
     if map_name is not None:
         message = f"map {map_name!r}: {message}"
     return message

@@ -487,3 +487,27 @@ def test_server_text_quoting_a_secret_is_redacted(
     assert result.exit_code == 0
     assert "[REDACTED]" in result.stdout
     assert_no_secrets(result)
+
+
+@pytest.mark.parametrize("name", ["out.xlsx", "out.txt", "out.parquet"])
+def test_data_refuses_an_output_it_cannot_write(
+    run_cli, emulator: Emulator, tmp_path: Path, name: str
+) -> None:
+    result = run_cli("data", "Import Customers", "-o", str(tmp_path / name))
+    assert result.exit_code == 2
+    assert f"cannot write {Path(name).suffix} files" in result.stderr
+    assert not (tmp_path / name).exists()
+    assert emulator.counters.total_calls == 0
+
+
+def test_data_with_an_explicit_format_writes_any_name(run_cli, tmp_path: Path) -> None:
+    result = run_cli("data", "Import Customers", "--format", "csv", "-o", str(tmp_path / "c.txt"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "c.txt").read_text().startswith("AccountNumber,")
+
+
+def test_a_404_from_get_token_hints_at_the_api_url(run_cli, emulator: Emulator) -> None:
+    emulator.set_faults([{"kind": "status", "status": 404, "endpoints": ["GetToken"]}])
+    result = run_cli("maps", "list")
+    assert result.exit_code == 1
+    assert "It usually ends in /API" in result.stderr

@@ -255,3 +255,25 @@ def test_corrupt_cache_file_is_ignored_with_a_warning(
     assert emulator.counters.calls["GetToken"] == 1
     (token,) = emulator.tokens
     assert json.loads(path.read_text())["value"] == token  # replaced by a good one
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("x = " + "[" * 50_000 + "]" * 50_000, "nested too deep"),
+        (None, "is not UTF-8 text"),
+    ],
+    ids=["nested", "latin-1"],
+)
+def test_an_unreadable_config_file_is_exit_2_naming_it(
+    run_cli, cli_env: Path, content: str | None, message: str
+) -> None:
+    path = write_config(cli_env, "")
+    if content is None:
+        path.write_bytes('[profiles.default]\napi_url = "caf\xe9"\n'.encode("latin-1"))
+    else:
+        path.write_text(content, encoding="utf-8")
+    result = run_cli("maps", "list")
+    assert result.exit_code == 2
+    assert str(path) in result.stderr
+    assert message in result.stderr

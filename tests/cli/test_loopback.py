@@ -179,3 +179,22 @@ def test_version_and_help_through_the_entry_point() -> None:
     result = smartconnect("--version")
     assert result.returncode == 0
     assert "smartconnect, version" in result.stdout
+
+
+def test_data_piped_into_head_exits_quietly_as_other_tools_do(
+    cli_env: Path, login: DemoCredential
+) -> None:
+    emulator = Emulator(rows={"Items": 50_000})
+    with serve(create_app(emulator)) as api_url:
+        env = {**os.environ, "SMARTCONNECT_API_URL": api_url}
+        shell = (
+            f"set -o pipefail; {PYTHON} -m smartconnect_async.cli data 'Import Items' "
+            "--format ndjson | head -1"
+        )
+        done = subprocess.run(
+            ["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert done.returncode == 141  # 128 + SIGPIPE, as `yes | head -1` says
+    assert len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipe" not in done.stderr
