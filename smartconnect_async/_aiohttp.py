@@ -10,9 +10,10 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
+import anyio
 from yarl import URL
 
-from ._backend import BackendFailure, BackendRequest, FailureKind, _on_asyncio
+from ._backend import BackendFailure, BackendRequest, FailureKind, _on_asyncio, seconds_left
 from ._redact import redact_url
 
 __all__ = ["AiohttpBackend"]
@@ -26,6 +27,7 @@ _FAILURES: tuple[tuple[type[BaseException], FailureKind], ...] = (
     (aiohttp.SocketTimeoutError, FailureKind.READ_TIMEOUT),
     (aiohttp.ServerTimeoutError, FailureKind.READ_TIMEOUT),
     (asyncio.TimeoutError, FailureKind.READ_TIMEOUT),
+    (TimeoutError, FailureKind.READ_TIMEOUT),
     (aiohttp.ClientConnectorError, FailureKind.CONNECT),
     (aiohttp.InvalidUrlClientError, FailureKind.CONNECT),
     (aiohttp.NonHttpUrlClientError, FailureKind.CONNECT),
@@ -116,25 +118,32 @@ class _Exchange:
 
     async def __aenter__(self) -> _AiohttpResponse:
         request, t = self._request, self._request.timeout
+        left = seconds_left(request.deadline)
+        # encoded=True: the query is already percent-encoded; re-quoting could turn %2B
+        # back into a "+", which the server reads as a space.
+        sending = self._backend._get_session().request(
+            "POST",
+            URL(request.url, encoded=True),
+            data=request.content,
+            headers=request.headers,
+            # No body, no Content-Type (aiohttp would send application/octet-stream).
+            skip_auto_headers=_NO_CONTENT_TYPE if request.content is None else (),
+            timeout=aiohttp.ClientTimeout(
+                # aiohttp's total covers reading the body too: not for a stream.
+                total=None if request.streamed else left,
+                connect=t.connect,
+                sock_connect=t.connect,
+                sock_read=t.read,
+            ),
+            allow_redirects=False,
+        )
         try:
-            # encoded=True: the query is already percent-encoded; re-quoting could turn
-            # %2B back into a "+", which the server reads as a space.
-            self._response = await self._backend._get_session().request(
-                "POST",
-                URL(request.url, encoded=True),
-                data=request.content,
-                headers=request.headers,
-                # No body, no Content-Type (aiohttp would send application/octet-stream).
-                skip_auto_headers=_NO_CONTENT_TYPE if request.content is None else (),
-                timeout=aiohttp.ClientTimeout(
-                    total=request.total,
-                    connect=t.connect,
-                    sock_connect=t.connect,
-                    sock_read=t.read,
-                ),
-                allow_redirects=False,
-            )
-        except _ERRORS as exc:
+            if request.streamed and left is not None:
+                with anyio.fail_after(left):  # until the headers
+                    self._response = await sending
+            else:
+                self._response = await sending
+        except (*_ERRORS, TimeoutError) as exc:
             raise _failure(exc) from None
         return _AiohttpResponse(self._response)
 

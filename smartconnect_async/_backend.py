@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -63,9 +64,10 @@ class BackendRequest:
     headers: Mapping[str, str]
     content: bytes | None
     timeout: Timeout
-    total: float | None = None
-    """Seconds for the whole exchange, the answer read included (``READ_TIMEOUT`` when
-    they run out); ``None``: no bound but ``timeout``'s."""
+    deadline: float | None = None
+    """``time.monotonic()`` by which the exchange must be over (``READ_TIMEOUT`` after
+    it): the answer read whole included, or, when ``streamed``, until its headers."""
+    streamed: bool = False
 
 
 class BackendResponse(Protocol):
@@ -99,6 +101,11 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Close the connections (only those the backend owns)."""
         ...
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (``time.monotonic()``), at least a millisecond."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
 
 
 def _on_asyncio() -> bool:

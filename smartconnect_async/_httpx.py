@@ -3,13 +3,13 @@ user passes in with its own event hooks, transports or mounts)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import httpx
 
-from ._backend import BackendFailure, BackendRequest, FailureKind
+from ._backend import BackendFailure, BackendRequest, FailureKind, seconds_left
 from ._redact import install_log_filter, redact_url
 
 __all__ = ["HttpxBackend"]
@@ -38,10 +38,13 @@ def _failure(exc: httpx.HTTPError) -> BackendFailure:
 
 
 class _HttpxResponse:
-    __slots__ = ("_response",)
+    """An answer; its body read within ``deadline`` (``time.monotonic()``), if any."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    __slots__ = ("_deadline", "_response")
+
+    def __init__(self, response: httpx.Response, deadline: float | None) -> None:
         self._response = response
+        self._deadline = deadline
 
     @property
     def status(self) -> int:
@@ -52,17 +55,37 @@ class _HttpxResponse:
         return self._response.headers
 
     async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
+        chunks = self._response.aiter_bytes()
         try:
-            async for chunk in self._response.aiter_bytes():
+            while True:
+                with _within(self._deadline):  # each wait, never across the yield
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
                 yield chunk
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
 
     async def read(self) -> bytes:
         try:
-            return await self._response.aread()
+            with _within(self._deadline):
+                return await self._response.aread()
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
+
+
+@contextmanager
+def _within(deadline: float | None) -> Iterator[None]:
+    """Nothing, or ``READ_TIMEOUT`` once ``deadline`` passes (httpx has no total timeout
+    of its own)."""
+    if deadline is None:
+        yield
+        return
+    try:
+        with anyio.fail_after(seconds_left(deadline)):
+            yield
+    except TimeoutError:
+        raise BackendFailure(FailureKind.READ_TIMEOUT, "no whole answer in time") from None
 
 
 class HttpxBackend:
@@ -98,23 +121,16 @@ class HttpxBackend:
             ),
         )
         try:
-            # The whole exchange, the caller's read of the answer included (httpx has no
-            # total timeout of its own).
-            with anyio.fail_after(request.total):  # None: no deadline
-                try:
-                    # Never a redirect, even with a client made to follow them: a 307
-                    # would send a run (token and all) again, to another host.
-                    response = await self.client.send(built, stream=True, follow_redirects=False)
-                except httpx.HTTPError as exc:
-                    raise _failure(exc) from None
-                try:
-                    yield _HttpxResponse(response)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise BackendFailure(
-                FailureKind.READ_TIMEOUT, f"no whole answer within {request.total:g}s"
-            ) from None
+            with _within(request.deadline):
+                # Never a redirect, even with a client made to follow them: a 307 would
+                # send a run (token and all) again, to another host.
+                response = await self.client.send(built, stream=True, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise _failure(exc) from None
+        try:
+            yield _HttpxResponse(response, None if request.streamed else request.deadline)
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         if self._owns_client:

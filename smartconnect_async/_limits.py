@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Mapping
 import anyio
 
 from . import _retry
-from ._backend import FailureKind
+from ._backend import FailureKind, seconds_left
 from ._waiting import Waiter
 from ._wire import Call
 from .exceptions import APITimeoutError, RateLimitError
@@ -251,22 +251,28 @@ class Limits:
         self._runs: dict[Hashable, Slots] = {}
 
     def admitted(
-        self, call: Call[object], company: str | None, gate_key: Hashable, timeout: Timeout
+        self,
+        call: Call[object],
+        company: str | None,
+        gate_key: Hashable,
+        timeout: Timeout,
+        deadline: float | None = None,
     ) -> _Admission:
         """Past the rate gate, with one of ``company``'s run slots for a run, and one of
-        the pool's connections."""
+        the pool's connections; each wait within the pool timeout and by ``deadline``
+        (``time.monotonic()``, the call's total timeout)."""
         runs = None
         if call.is_run and company is not None:
             runs = self._runs.get(company)
             if runs is None:
                 runs = self._runs[company] = Slots(self.max_concurrent_runs)
-        return _Admission(self, call, company, gate_key, timeout, runs)
+        return _Admission(self, call, company, gate_key, timeout, deadline, runs)
 
 
 class _Admission:
     """One attempt's place (a class, not ``@asynccontextmanager``: one per request)."""
 
-    __slots__ = ("_call", "_company", "_gate_key", "_limits", "_runs", "_timeout")
+    __slots__ = ("_call", "_company", "_deadline", "_gate_key", "_limits", "_runs", "_timeout")
 
     def __init__(
         self,
@@ -275,8 +281,10 @@ class _Admission:
         company: str | None,
         gate_key: Hashable,
         timeout: Timeout,
+        deadline: float | None,
         runs: Slots | None,
     ) -> None:
+        self._deadline = deadline
         self._limits = limits
         self._call = call
         self._company = company
@@ -284,11 +292,17 @@ class _Admission:
         self._timeout = timeout
         self._runs = runs
 
+    def _pool(self) -> float | None:
+        """The next wait's bound: the pool timeout, or what is left of the call's."""
+        pool, left = self._timeout.pool, seconds_left(self._deadline)
+        return left if pool is None or (left is not None and left < pool) else pool
+
     async def __aenter__(self) -> None:
-        limits, call, pool = self._limits, self._call, self._timeout.pool
+        limits, call = self._limits, self._call
         if limits.rate_gate.admit(self._gate_key):  # not admitted at once
-            await _wait_for_gate(limits.rate_gate, call, self._gate_key, pool)
+            await _wait_for_gate(limits.rate_gate, call, self._gate_key, self._pool())
         if self._runs is not None:
+            pool = self._pool()
             try:
                 await self._runs.acquire(None, pool)
             except TimeoutError:
@@ -299,6 +313,7 @@ class _Admission:
                     endpoint=call.endpoint,
                     sent=False,
                 ) from None
+        pool = self._pool()
         try:
             await limits.connections.acquire(self._company, pool)
         except BaseException as exc:

@@ -46,15 +46,32 @@ def _plain(text: str) -> str:
     return text
 
 
+_SHORTEST_SHOWN = 8
+"""Characters of a secret's start that a message may show when a cut went through it
+(an excerpt of 60 characters): fewer are no help to anyone."""
+
+
+def _cut_short(text: str, secret: str) -> str:
+    """``text`` without any start of ``secret`` longer than ``_SHORTEST_SHOWN`` that a
+    cut left (the whole secret is replaced later)."""
+    for end in range(len(secret) - 1, _SHORTEST_SHOWN - 1, -1):
+        part = secret[:end]
+        if part in text:
+            text = text.replace(part, REDACTED)
+    return text
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret replaced, raw, percent-encoded or escaped as JSON or
-    HTML write it, and with secret query parameters redacted."""
+    HTML write it, or its start where a cut went through it, and with secret query
+    parameters redacted."""
     text = _plain(text)
+    secrets = [secret for secret in secrets if len(secret) >= 4]
     for secret in secrets:
-        if len(secret) < 4:
-            continue
         for form in {secret, quote(secret, safe=""), quote(secret, safe="/")}:
             text = text.replace(form, REDACTED)
+    for secret in secrets:  # then what a cut left of one
+        text = _cut_short(text, secret)
     return redact_url(text)
 
 

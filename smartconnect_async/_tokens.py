@@ -424,10 +424,12 @@ class TokenCache:
                 token = current
             else:
                 token = await fetch()
+                # Taken before it is stored: a leader cancelled while the store writes
+                # does not lose a token the server already issued.
+                self._known[key] = flight.token = token
                 async with self._lock(key):
                     await self._store(key, token)
-            self._known[key] = token
-            flight.token = token
+            self._known[key] = flight.token = token
             return token
         except Exception as exc:
             flight.error = exc

@@ -231,7 +231,7 @@ class Transport:
         while True:
             if self.closed:
                 raise ClientClosedError("the SmartConnect client is closed")
-            now, left = _within(call, timeouts, deadline)
+            now = _within(call, timeouts, deadline)
             token = None
             if call.authenticated:
                 if principal is None:
@@ -240,7 +240,7 @@ class Transport:
             number += 1
             try:
                 return await self._attempt(
-                    call, principal, token, now, number, consume, left, streamed
+                    call, principal, token, now, number, consume, deadline, streamed
                 )
             except AuthenticationError:
                 if token is None or refreshed or not call.refresh_on_401:
@@ -272,18 +272,19 @@ class Transport:
         timeouts: Timeout,
         number: int,
         consume: Consume[T],
-        left: float | None,
+        deadline: float | None,
         streamed: bool,
     ) -> T:
-        """Send ``call`` once and consume its successful answer, all within ``left``
-        seconds (a ``streamed`` answer's body excepted); raise the error that the answer
-        (or its absence) means."""
+        """Send ``call`` once and consume its successful answer, all by ``deadline`` (a
+        ``streamed`` answer's body excepted); raise the error that the answer (or its
+        absence) means."""
         request = BackendRequest(
             url=_wire.request_url(self.api_url, call, None if token is None else token.value),
             headers=_wire.request_headers(call),
             content=call.body,
             timeout=timeouts,
-            total=None if streamed else left,
+            deadline=deadline,
+            streamed=streamed,
         )
         company = principal.key.company_id if principal is not None else None
         gate_key = principal.key if principal is not None else self.api_url
@@ -293,8 +294,11 @@ class Transport:
         status: int | None = None
         try:
             async with AsyncExitStack() as held:
-                admitted = self.limits.admitted(call, company, gate_key, timeouts)
+                admitted = self.limits.admitted(call, company, gate_key, timeouts, deadline)
                 await held.enter_async_context(admitted)
+                if self.closed:  # while it waited
+                    raise ClientClosedError("the SmartConnect client is closed")
+                _within(call, timeouts, deadline)  # nothing left: not sent
                 sent = Sent(time.time(), number)
                 response = await held.enter_async_context(self.backend.send(request))
                 status = response.status
@@ -317,13 +321,11 @@ class Transport:
         raise error
 
 
-def _within(
-    call: Call[object], timeouts: Timeout, deadline: float | None
-) -> tuple[Timeout, float | None]:
-    """The timeouts of the next attempt, its waits bounded by what is left of the call's
-    ``total`` too, and what is left; ``APITimeoutError`` when nothing is."""
+def _within(call: Call[object], timeouts: Timeout, deadline: float | None) -> Timeout:
+    """The timeouts of what comes next, its waits bounded by what is left of the call's
+    ``total`` too; ``APITimeoutError`` (nothing sent) when nothing is."""
     if deadline is None:
-        return timeouts, None
+        return timeouts
     left = deadline - time.monotonic()
     if left <= 0:
         raise APITimeoutError(
@@ -334,7 +336,7 @@ def _within(
         )
     if timeouts.pool is None or left < timeouts.pool:
         timeouts = attrs.evolve(timeouts, pool=left)
-    return timeouts, left
+    return timeouts
 
 
 async def _body(response: BackendResponse, limit: int) -> tuple[bytes, bool]:

@@ -164,12 +164,16 @@ def may_have_run(call: Call[object], *, status: int | None = None, sent: bool = 
 
     A request the backend could not write (``sent=False``) was not. Once written, an
     answer with status 429 or 503 says it was not processed, a 4xx that it was refused;
-    any other 5xx, or no answer at all (``status=None``), leaves it unknown. A successful
-    answer means it ran. Idempotent calls never count.
+    any other 5xx, a redirect (never followed: a 303 after a POST, or an error page
+    reached through a 302, may come after the run), or no answer at all
+    (``status=None``), leaves it unknown. A successful answer means it ran. Idempotent
+    calls never count.
     """
     if call.idempotent or not sent:
         return False
-    return status is None or (status >= 500 and status not in UNPROCESSED_STATUSES)
+    if status is None or 300 <= status < 400:
+        return True
+    return status >= 500 and status not in UNPROCESSED_STATUSES
 
 
 def request_id(headers: Mapping[str, str]) -> str | None:

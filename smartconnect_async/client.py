@@ -122,7 +122,7 @@ class SmartConnect:
         self,
         transport: Transport,
         credentials: Credentials,
-        directories: dict[TokenKey, MapDirectory],
+        directories: dict[tuple[TokenKey, bytes], MapDirectory],
         *,
         owner: bool,
     ) -> None:
@@ -132,7 +132,8 @@ class SmartConnect:
         self.credentials = credentials
         principal = Principal.of(transport.api_url, credentials)
         session = Session(transport, principal)
-        directory = directories.setdefault(principal.key, MapDirectory())
+        # Per password too: a wrong password's failed lookup is not another's to share.
+        directory = directories.setdefault((principal.key, principal.proof), MapDirectory())
         self.auth = Auth(session)
         self.maps = Maps(session, directory)
         self.data = Data(session, directory)

@@ -11,9 +11,13 @@ import httpx
 import pytest
 from unit_support import (
     COLUMNS_JSON,
+    COMPANY,
+    EMAIL,
     GUID_CUSTOMERS,
     GUID_ORDERS,
+    HASHED,
     MAP_LIST_JSON,
+    TOKEN,
     TOKEN_Q,
     client,
     dumps,
@@ -24,9 +28,12 @@ from unit_support import (
 from smartconnect_async import (
     AuthenticationError,
     Column,
+    Credentials,
     MapInfo,
     ResponseParseError,
     ServerError,
+    SmartConnect,
+    SmartConnectError,
     UnknownMapError,
 )
 from smartconnect_async.maps import parse_columns, parse_map_list
@@ -466,3 +473,39 @@ async def test_a_map_list_nested_too_deep_is_a_parse_error() -> None:
         async with client() as sc:
             with pytest.raises(ResponseParseError, match="GetMapList"):
                 await sc.maps.list()
+
+
+async def test_a_wrong_password_s_failed_lookup_is_not_shared_with_the_right_one() -> None:
+    wrong = Credentials(email=EMAIL, password="not-the-password", company_id=COMPANY)
+
+    async def login(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.02)
+        if request.url.params["password"] == HASHED:
+            return httpx.Response(200, json=TOKEN)
+        return httpx.Response(401, json="bad credentials")
+
+    async def slow_list(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.02)
+        return httpx.Response(200, content=MAP_LIST_JSON)
+
+    with mock_api(token=None) as api:
+        api.post("/GetToken").mock(side_effect=login)
+        api.post("/GetMapList").mock(side_effect=slow_list)
+        api.post("/GetMapColumns").mock(side_effect=_columns)
+        async with client() as right:
+            await right.auth.get_token()
+            other = right.with_credentials(wrong)
+            outcomes: dict[str, object] = {}
+
+            async def look(name: str, sc: SmartConnect) -> None:
+                try:
+                    outcomes[name] = await sc.maps.columns("Import Customers")
+                except SmartConnectError as exc:
+                    outcomes[name] = exc
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(look, "wrong", other)
+                await anyio.sleep(0.005)  # its lookup is on the way first
+                tg.start_soon(look, "right", right)
+    assert isinstance(outcomes["wrong"], AuthenticationError)
+    assert outcomes["right"] == COLUMNS

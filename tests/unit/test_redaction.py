@@ -99,6 +99,20 @@ def test_redact_replaces_raw_and_encoded_secrets() -> None:
     )
 
 
+@pytest.mark.parametrize("kept", [8, 20, 37])
+def test_the_start_of_a_secret_a_cut_left_is_redacted(kept: int) -> None:
+    # A 60-character excerpt of an answer echoing the hashed password ends inside it.
+    text = f"GetToken answer is not valid JSON: 'echo {HASHED[:kept]}'"
+    redacted = redact(text, (PASSWORD, HASHED))
+    assert HASHED[:kept] not in redacted
+    assert redacted == "GetToken answer is not valid JSON: 'echo [REDACTED]'"
+
+
+def test_a_whole_secret_is_redacted_whole() -> None:
+    assert redact(f"a {HASHED} b {HASHED[:-3]}", (HASHED,)) == "a [REDACTED] b [REDACTED]"
+    assert redact("short ab+c", ("ab+cdefghijk",)) == "short ab+c"  # under 8: kept
+
+
 def test_redact_filter_rewrites_httpx_style_records() -> None:
     record = logging.LogRecord(
         "httpx",

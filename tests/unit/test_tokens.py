@@ -909,3 +909,45 @@ async def test_a_store_that_hangs_degrades_like_a_store_that_fails(
     assert fetch.calls == 1
     assert "going on with the token in memory" in caplog.text
     assert "TimeoutError" in caplog.text
+
+
+class SlowSetStore(RecordingStore):
+    """A store whose ``set`` takes a while (a network store)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setting = anyio.Event()
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        self.setting.set()
+        await anyio.sleep(0.2)
+        await super().set(key, token)
+
+
+@pytest.mark.anyio
+async def test_a_leader_cancelled_while_the_store_writes_does_not_lose_the_token() -> None:
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    store = SlowSetStore()
+    cache = TokenCache(store, clock=clock)
+    got: list[Token] = []
+    leader = anyio.CancelScope()
+
+    async def lead() -> None:
+        with leader:
+            await cache.get(KEY, fetch)
+
+    async def wait() -> None:
+        got.append(await cache.get(KEY, fetch, max_wait=5))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lead)  # the first to ask: it sends GetToken
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(3):
+            tg.start_soon(wait)
+        with anyio.fail_after(2):
+            await store.setting.wait()  # the token came; the store is writing it
+        leader.cancel()
+    assert leader.cancelled_caught
+    assert fetch.calls == 1  # not fetched again for the waiters
+    assert [t.value for t in got] == ["token-1"] * 3

@@ -187,6 +187,10 @@ def test_may_have_run_never_for_a_read_or_an_unsent_request(
         (200, False),  # n/a: a successful answer is read, not judged
         (201, False),
         (204, False),
+        (301, True),  # a redirect, never followed: it may come after the run
+        (302, True),
+        (303, True),
+        (307, True),
         (400, False),  # refused
         (401, False),
         (403, False),
