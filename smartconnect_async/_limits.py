@@ -197,7 +197,7 @@ class Slots:
         except BaseException:
             if waiter.granted:  # granted as it gave up: pass the slot on
                 self.release(group)
-            else:
+            elif waiter in line:  # (not if passed over: its event loop was closed)
                 line.remove(waiter)
                 if not line and self._lines.get(group) is line:
                     del self._lines[group]
@@ -233,8 +233,8 @@ class Slots:
             waiter = line.popleft()
             if line:
                 self._lines[group] = line  # served: to the back of the line
-            self._take(group)
-            waiter.grant()
+            if waiter.grant():
+                self._take(group)
 
 
 _NOBODY = object()

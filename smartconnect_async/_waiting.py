@@ -35,13 +35,19 @@ class Waiter:
         except RuntimeError:  # trio
             self.event = anyio.Event()
 
-    def grant(self) -> None:
-        self.granted = True
+    def grant(self) -> bool:
+        """Wake the waiter (if it gave up meanwhile, it sees ``granted`` and passes the
+        grant on); ``False`` if it cannot be woken: its event loop is closed."""
         if self.future is None:
             assert self.event is not None
             self.event.set()
         elif not self.future.done():
-            self.future.set_result(None)
+            try:
+                self.future.set_result(None)
+            except RuntimeError:  # its loop is closed: nobody there will take it
+                return False
+        self.granted = True
+        return True
 
     async def wait(self, timeout: float | None) -> None:
         """Wait for ``grant`` at most ``timeout`` seconds (``TimeoutError``)."""

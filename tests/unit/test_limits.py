@@ -359,3 +359,22 @@ async def test_waits_that_give_up_take_no_slot_and_pass_a_late_grant_on() -> Non
     with anyio.fail_after(1):
         await slots.acquire("B", 0.05)
     slots.release("B")
+
+
+def test_a_waiter_left_in_a_closed_event_loop_takes_no_slot() -> None:
+    import asyncio
+
+    slots = Slots(1)
+    first = asyncio.new_event_loop()
+    first.run_until_complete(slots.acquire("A", None))  # held
+    stranded = first.create_task(slots.acquire("B", None))
+    first.run_until_complete(asyncio.sleep(0))  # B waits in line
+    first.close()  # without cancelling it
+    slots.release("A")  # would go to B, whose loop is gone
+    assert slots.free == 1
+    assert not stranded.done()
+
+    async def again() -> None:
+        await slots.acquire("C", 0.1)
+
+    asyncio.run(again())
