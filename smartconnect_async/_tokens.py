@@ -72,6 +72,11 @@ TOKEN_LIFETIME_MONTHS = 3
 # window (the configurable refresh margin) one caller refreshes and the others go on
 # with the still valid token.
 MANDATORY_REFRESH = timedelta(minutes=5)
+# An early refresh whose answer is no fresher (the server re-issues the token unchanged
+# near its expiry) is not tried again for a minute, then twice as long each time, up to
+# an hour, instead of on every call; inside the mandatory window it always is.
+QUIET_FIRST = timedelta(minutes=1)
+QUIET_MAX = timedelta(hours=1)
 CLOCK_SKEW = timedelta(minutes=5)
 
 Clock = Callable[[], datetime]
@@ -255,7 +260,8 @@ class TokenCache:
       one fetch.
     - Inside the refresh margin (default one day before expiry): one caller refreshes,
       the others keep using the still valid token; a failed early refresh is logged,
-      not raised.
+      not raised; one that brings no fresher token (re-issued unchanged) is tried again
+      only after a back-off (``QUIET_FIRST`` doubling to ``QUIET_MAX``).
     - ``invalidate`` drops a token only if it is still the stored one, so a burst of
       401s for one stale token makes one new token, not one per caller.
 
@@ -292,6 +298,8 @@ class TokenCache:
         self._flights: dict[TokenKey, _Flight] = {}
         self._known: dict[TokenKey, Token] = {}  # the token last read or stored, per key
         self._refused: dict[TokenKey, str] = {}  # the last token the server refused, per key
+        # Per key whose early refresh got no fresher token: no other before (when, wait).
+        self._quiet: dict[TokenKey, tuple[datetime, timedelta]] = {}
 
     def __repr__(self) -> str:
         return f"TokenCache(store={self.store!r}, refresh_margin={self.refresh_margin})"
@@ -449,9 +457,18 @@ class TokenCache:
     async def _refresh_early(self, key: TokenKey, token: Token, fetch: Fetch) -> Token:
         if key in self._flights:
             return token  # someone else is refreshing; this token is still good
+        quiet = self._quiet.get(key)
+        if quiet is not None and self.clock() < quiet[0]:
+            return token  # the server gave this token back unchanged not long ago
         flight = self._flights[key] = _Flight()
         try:
-            return await self._lead(key, fetch, flight, token, False)
+            renewed = await self._lead(key, fetch, flight, token, False)
+            if self._fresh(renewed, self.refresh_margin):
+                self._quiet.pop(key, None)
+            else:  # re-issued as it was (or no later): ask again after a while
+                wait = min(2 * quiet[1], QUIET_MAX) if quiet is not None else QUIET_FIRST
+                self._quiet[key] = (self.clock() + wait, wait)
+            return renewed
         except Exception as exc:
             logger.warning(
                 "early token refresh failed for company %s (%s); "

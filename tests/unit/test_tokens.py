@@ -951,3 +951,37 @@ async def test_a_leader_cancelled_while_the_store_writes_does_not_lose_the_token
     assert leader.cancelled_caught
     assert fetch.calls == 1  # not fetched again for the waiters
     assert [t.value for t in got] == ["token-1"] * 3
+
+
+@pytest.mark.anyio
+async def test_a_token_re_issued_unchanged_near_expiry_is_asked_for_with_back_off() -> None:
+    # 550 calls two hours before expiry made 52 GetToken: the server kept answering with
+    # the token it had issued, still inside the refresh margin.
+    clock = MutableClock(NOW)
+    cache, fetch = _cache(clock), FakeFetch(clock)
+    old = await cache.get(KEY, fetch)
+    calls = 0
+
+    async def same_again() -> Token:
+        nonlocal calls
+        calls += 1
+        return old
+
+    clock.now = old.expires_at - timedelta(hours=2)  # inside the 1-day margin
+    for _ in range(550):
+        assert await cache.get(KEY, same_again) is old
+    assert calls == 1
+    clock.advance(timedelta(minutes=1))  # the first back-off is over
+    for _ in range(50):
+        await cache.get(KEY, same_again)
+    assert calls == 2
+    clock.advance(timedelta(minutes=1))  # not yet: it doubled
+    await cache.get(KEY, same_again)
+    assert calls == 2
+    clock.advance(timedelta(minutes=1))
+    await cache.get(KEY, same_again)
+    assert calls == 3
+    # A fresh token ends the back-off; inside the mandatory window every call waits for
+    # one fetch as before.
+    clock.now = old.expires_at - timedelta(minutes=4)
+    assert (await cache.get(KEY, fetch)).value == "token-2"
