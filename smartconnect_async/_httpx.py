@@ -58,7 +58,7 @@ class _HttpxResponse:
         chunks = self._response.aiter_bytes()
         try:
             while True:
-                with _within(self._deadline):  # each wait, never across the yield
+                with _by_deadline(self._deadline):  # each wait, never across the yield
                     chunk = await anext(chunks, None)
                 if chunk is None:
                     return
@@ -68,14 +68,14 @@ class _HttpxResponse:
 
     async def read(self) -> bytes:
         try:
-            with _within(self._deadline):
+            with _by_deadline(self._deadline):
                 return await self._response.aread()
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
 
 
 @contextmanager
-def _within(deadline: float | None) -> Iterator[None]:
+def _by_deadline(deadline: float | None) -> Iterator[None]:
     """Nothing, or ``READ_TIMEOUT`` once ``deadline`` passes (httpx has no total timeout
     of its own)."""
     if deadline is None:
@@ -121,7 +121,7 @@ class HttpxBackend:
             ),
         )
         try:
-            with _within(request.deadline):
+            with _by_deadline(request.deadline):
                 # Never a redirect, even with a client made to follow them: a 307 would
                 # send a run (token and all) again, to another host.
                 response = await self.client.send(built, stream=True, follow_redirects=False)
