@@ -16,6 +16,7 @@ from typing import Protocol
 
 import attrs
 
+from ._redact import redact_url
 from .models import Timeout
 
 __all__ = ["Backend", "BackendFailure", "BackendRequest", "BackendResponse", "FailureKind"]
@@ -60,7 +61,7 @@ class BackendFailure(Exception):
 class BackendRequest:
     """One POST: the full URL (query already percent-encoded), headers, body, limits."""
 
-    url: str
+    url: str = attrs.field(repr=redact_url)  # the token is in it
     headers: Mapping[str, str]
     content: bytes | None
     timeout: Timeout

@@ -7,10 +7,20 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
-__all__ = ["REDACTED", "RedactQueryFilter", "redact", "redact_url"]
+__all__ = ["REDACTED", "RedactQueryFilter", "Secrets", "redact", "redact_url"]
 
 REDACTED = "[REDACTED]"
 _SECRET_PARAMS = re.compile(r"(?i)((?:\b|[?&;])(?:token|password)=)[^&\s\"'<>]*")
+
+
+class Secrets(tuple[str, ...]):
+    """What no message about a call may show: a tuple whose ``repr`` hides it, so that no
+    frame's local variables show it either (error trackers, ``capture_locals``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Secrets(<{len(self)} hidden>)"
 
 
 def redact_url(text: str) -> str:

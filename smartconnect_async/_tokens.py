@@ -23,6 +23,7 @@ import anyio.lowlevel
 import attrs
 
 from ._json import load
+from ._redact import Secrets
 from ._waiting import Signal
 from ._wire import Call
 from .exceptions import ResponseParseError
@@ -507,7 +508,7 @@ class Principal:
     credentials: Credentials
     wire_password: str = attrs.field(repr=False)
     proof: bytes = attrs.field(repr=False)
-    secrets: tuple[str, ...] = attrs.field(repr=False)
+    secrets: Secrets = attrs.field(repr=False)
     """What must never show in a message: the password in both forms."""
 
     @classmethod
@@ -519,7 +520,7 @@ class Principal:
             credentials,
             wire,
             hashlib.sha256(_PROOF_SALT + wire.encode()).digest(),
-            tuple({password, wire}),
+            Secrets({password, wire}),
         )
 
 

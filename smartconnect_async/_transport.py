@@ -26,9 +26,10 @@ from . import _wire
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
 from ._checks import check_count
 from ._limits import Limits
+from ._redact import Secrets
 from ._retry import parse_retry_after, retry_delay
 from ._tokens import Principal, Tokens, TokenWaitTimeout, get_token_call, make_token
-from ._wire import Call, Sent
+from ._wire import Body, Call, Sent
 from .exceptions import (
     APITimeoutError,
     AuthenticationError,
@@ -49,7 +50,7 @@ class Answer(NamedTuple):
     call's limits) held by ``held``."""
 
     response: BackendResponse
-    secrets: tuple[str, ...]
+    secrets: Secrets
     sent: Sent
     held: AsyncExitStack
 
@@ -130,9 +131,9 @@ class Transport:
             async def keep_open(answer: Answer) -> Answer:
                 headers = answer.response.headers
                 if _wire.is_html(headers.get("content-type", "")):
-                    body, _ = await _body(answer.response, _wire.ERROR_BODY_READ)
+                    body = await _body(answer.response, _wire.ERROR_BODY_READ)
                     status = answer.response.status
-                    raise _wire.html_page_error(call, status, headers, body, answer.secrets)
+                    raise _wire.html_page_error(call, status, headers, body.data, answer.secrets)
                 stack.push_async_exit(answer.held.pop_all())
                 return answer
 
@@ -308,7 +309,7 @@ class Transport:
                     result = await consume(Answer(response, secrets, sent, held))
                     _log(call, number, status, started, headers)
                     return result
-                body, _ = await _body(response, _wire.ERROR_BODY_READ)
+                body = await _body(response, _wire.ERROR_BODY_READ)
         except BackendFailure as failure:
             assert sent is not None  # only a request on its way fails so
             error = _wire.failure_error(call, failure, secrets, sent)
@@ -316,7 +317,7 @@ class Transport:
             assert sent is not None
             assert status is not None
             retry_after = parse_retry_after(headers.get("retry-after"))
-            error = _wire.status_error(call, status, headers, body, secrets, sent, retry_after)
+            error = _wire.status_error(call, status, headers, body.data, secrets, sent, retry_after)
         _log(call, number, status, started, None, error)
         raise error
 
@@ -339,23 +340,23 @@ def _within(call: Call[object], timeouts: Timeout, deadline: float | None) -> Ti
     return timeouts
 
 
-async def _body(response: BackendResponse, limit: int) -> tuple[bytes, bool]:
+async def _body(response: BackendResponse, limit: int) -> Body:
     """At most ``limit`` bytes of ``response``'s body (counted after decompression), and
     whether it went on past them (the rest is not read: the connection is dropped)."""
     headers = response.headers
     length = headers.get("content-length", "")
     if length.isdigit() and int(length) <= limit and "content-encoding" not in headers:
-        return await response.read(), False
+        return Body(await response.read())
     chunks: list[bytes] = []
     size = 0
     async with aclosing(response.iter_bytes()) as stream:
         async for chunk in stream:
             if size + len(chunk) > limit:
                 chunks.append(chunk[: limit - size])
-                return b"".join(chunks), True
+                return Body(b"".join(chunks), more=True)
             chunks.append(chunk)
             size += len(chunk)
-    return b"".join(chunks), False
+    return Body(b"".join(chunks))
 
 
 async def _read(call: Call[T], limit: int, answer: Answer) -> T:
@@ -367,16 +368,8 @@ async def _read(call: Call[T], limit: int, answer: Answer) -> T:
     if html:  # never data: read only for its title
         limit = _wire.ERROR_BODY_READ
     if call.incremental is None or html:
-        body, more = await _body(response, limit)
-        return _wire.read_answer(
-            call,
-            response.status,
-            headers,
-            body,
-            answer.secrets,
-            answer.sent,
-            cut_at=limit if more and not html else None,
-        )
+        body = await _body(response, limit)
+        return _wire.read_answer(call, response.status, headers, body, answer.secrets, answer.sent)
     parser = call.incremental()
     try:
         async for chunk in response.iter_bytes():
@@ -395,10 +388,10 @@ async def _chunks(call: Call[object], answer: Answer) -> AsyncIterator[bytes]:
         raise _wire.failure_error(call, failure, answer.secrets, answer.sent) from None
 
 
-def _secrets(principal: Principal | None, token: Token | None) -> tuple[str, ...]:
+def _secrets(principal: Principal | None, token: Token | None) -> Secrets:
     """What no message about a call of ``principal`` with ``token`` may show."""
-    secrets = principal.secrets if principal is not None else ()
-    return (*secrets, token.value) if token is not None else secrets
+    secrets = principal.secrets if principal is not None else Secrets()
+    return Secrets((*secrets, token.value)) if token is not None else secrets
 
 
 def _log(

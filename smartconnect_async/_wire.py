@@ -20,7 +20,7 @@ from urllib.parse import quote
 import attrs
 
 from ._backend import BackendFailure
-from ._redact import redact
+from ._redact import REDACTED, redact
 from .exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -35,10 +35,12 @@ from .exceptions import (
     ServerError,
     SmartConnectError,
 )
+from .models import RunResult
 
 __all__ = [
     "JSON",
     "XML",
+    "Body",
     "Call",
     "Incremental",
     "Sent",
@@ -82,6 +84,20 @@ class Incremental(Protocol[T_co]):
         ...
 
 
+def _query_repr(query: tuple[tuple[str, str], ...]) -> str:
+    """A query as ``repr`` shows it: GetToken's password hidden."""
+    return repr(tuple((name, REDACTED if name == "password" else v) for name, v in query))
+
+
+@attrs.frozen
+class Body:
+    """An answer's body as read: its bytes, which ``repr`` does not show (an answer may
+    quote a secret), and whether the answer went on past them (the rest not read)."""
+
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+    more: bool = False
+
+
 @attrs.frozen
 class Call(Generic[T_co]):
     """One API call, as an endpoint module declares it: what to send and how to read
@@ -97,7 +113,7 @@ class Call(Generic[T_co]):
 
     endpoint: str
     parse: Callable[[bytes], T_co]
-    query: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_query_repr)
     body: bytes | None = None
     content_type: str | None = None
     accept: str = JSON
@@ -266,33 +282,37 @@ def read_answer(
     call: Call[T],
     status: int,
     headers: Mapping[str, str],
-    body: bytes,
+    body: Body,
     secrets: tuple[str, ...],
     sent: Sent,
-    *,
-    cut_at: int | None = None,
 ) -> T:
-    """The result of a successful answer. An answer that cannot be read raises
+    """The result of a successful answer. An answer that cannot be read (an HTML page,
+    one that went on past what was read, one the call's parser refuses) raises
     ``ResponseParseError``, or, for a call that is not idempotent (it was processed),
-    ``RunOutcomeUnknown`` keeping the answer's text (its run number is in it).
-    ``cut_at``: the answer went on past this many bytes, which were all that was read."""
-    if cut_at is not None:
+    ``RunOutcomeUnknown`` keeping the answer's text (its run number is in it)."""
+    if is_html(headers.get("content-type", ""), body.data):
+        error = html_page_error(call, status, headers, body.data, secrets)
+    elif body.more:
         error = ResponseParseError(
-            f"{call.endpoint}: the answer is larger than {cut_at:,} bytes (max_answer_size); "
-            "the rest was not read",
+            f"{call.endpoint}: the answer is larger than {len(body.data):,} bytes "
+            "(max_answer_size); the rest was not read",
             endpoint=call.endpoint,
             request_id=request_id(headers),
         )
-    elif is_html(headers.get("content-type", ""), body):
-        error = html_page_error(call, status, headers, body, secrets)
     else:
         try:
-            return call.parse(body)
+            result = call.parse(body.data)
         except ResponseParseError as exc:
             error = parse_error(call, exc, headers, secrets)
         except (ValueError, RecursionError) as exc:  # a parser's gap: still unreadable
             unreadable = ResponseParseError(f"the answer could not be read ({type(exc).__name__})")
             error = parse_error(call, unreadable, headers, secrets)
+        else:
+            if isinstance(result, RunResult) and result.error_message:
+                # Shown by MapRunFailed and the result's repr: the server may quote secrets.
+                message = redact(result.error_message, secrets)
+                result = attrs.evolve(result, error_message=message)
+            return result
     if call.idempotent:
         raise error
     raise RunOutcomeUnknown(
@@ -302,7 +322,7 @@ def read_answer(
         sent_at=sent.moment,
         attempt=sent.attempt,
         request_id=request_id(headers),
-        body=answer_text(body, secrets),
+        body=answer_text(body.data, secrets),
     ) from error
 
 

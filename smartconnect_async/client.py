@@ -146,6 +146,8 @@ class SmartConnect:
         return self._transport.api_url
 
     def __repr__(self) -> str:
+        if "credentials" not in vars(self):  # refused by __init__: error trackers show it
+            return "SmartConnect(<not made>)"
         return (
             f"SmartConnect({self.api_url!r}, company_id={self.credentials.company_id!r}, "
             f"email={self.credentials.email!r})"

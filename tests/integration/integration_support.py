@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -216,6 +217,13 @@ def secret_forms(secrets: Sequence[str]) -> set[str]:
     for secret in secrets:
         forms.update({secret, quote(secret, safe=""), quote(secret, safe="/")})
     return forms
+
+
+def frame_locals(error: BaseException) -> str:
+    """``error`` as error trackers and rich's ``show_locals`` show it: its traceback
+    (causes and contexts too) with the local variables of every frame."""
+    shown = traceback.TracebackException.from_exception(error, capture_locals=True)
+    return "".join(shown.format())
 
 
 def password_secrets(items: Sequence[DemoCredential]) -> list[str]:

@@ -19,6 +19,7 @@ from integration_support import (
     capture_logs,
     credentials_of,
     demo,
+    frame_locals,
     password_secrets,
     secret_forms,
     source_rows,
@@ -241,6 +242,10 @@ async def _chaos(
     assert not leaks, leaks[:3]
     errors = [str(op.outcome) for op in ops if isinstance(op.outcome, Exception)]
     assert not [e for e in errors if any(form in e for form in forms)]
+    # Nor in any frame's local variables, as error trackers show them.
+    shown = [frame_locals(op.outcome) for op in ops if isinstance(op.outcome, Exception)]
+    assert any("secrets = Secrets(<" in text for text in shown)  # the locals were captured
+    assert not [text for text in shown if any(form in text for form in forms)]
     assert any(r.levelno == logging.WARNING and "retrying" in r.getMessage() for r in logs.records)
 
 

@@ -4,6 +4,7 @@ percent-encoded) in any exception, repr or log record."""
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -56,9 +57,22 @@ SECRETS = (PLUS_TOKEN, TOKEN, PASSWORD, HASHED)
 
 def _texts(exc: BaseException) -> list[str]:
     texts = [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+    texts.append(_frame_locals(exc))
     texts += [str(a) for a in exc.args] + [repr(a) for a in exc.args]
     texts += [str(v) for v in vars(exc).values()]
     return texts
+
+
+def _frame_locals(exc: BaseException) -> str:
+    """What error trackers and rich's ``show_locals`` show: the traceback with every
+    frame's local variables, from the frame below the test's own (whose locals are the
+    test's data) to the raise, causes and contexts included."""
+    assert exc.__traceback__ is not None
+    below = exc.__traceback__.tb_next
+    shown = traceback.TracebackException(type(exc), exc, below, capture_locals=True)
+    text = "".join(shown.format())
+    assert re.search(r"^    \w+ = ", text, re.MULTILINE)  # the locals were captured
+    return text
 
 
 def assert_clean(exc: BaseException) -> None:
@@ -340,6 +354,32 @@ def test_map_run_failed_redacts_a_quoted_request_url() -> None:
     with pytest.raises(MapRunFailed) as info:
         parse_run_result(dumps(answer)).raise_for_status()
     assert_no_secret(str(info.value), PLUS_TOKEN)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        PLUS_TOKEN,
+        PLUS_TOKEN_Q.lower(),
+        PLUS_TOKEN.replace("+", "&#43;"),
+        PLUS_TOKEN.replace("+", "\\u002B"),  # the parser read it: the text keeps it so
+        HASHED,
+    ],
+    ids=["raw", "lower-percent", "html", "json-escape-text", "hashed-password"],
+)
+async def test_a_failed_run_quoting_a_secret_shows_it_nowhere(echoed: str) -> None:
+    answer = run_json(Status=1, ErrorCount=1, ErrorMessage=f"Token {echoed} refused by tenant")
+    with mock_api(token=PLUS_TOKEN) as api:
+        api.post("/runmap").respond(200, json=answer)
+        async with client() as sc:
+            result = await sc.runs.run(GUID_CUSTOMERS)
+    assert result.error_message == f"Token {REDACTED} refused by tenant"
+    assert_no_secret(repr(result), *SECRETS)
+    with pytest.raises(MapRunFailed) as info:
+        result.raise_for_status()
+    assert_clean(info.value)
+    assert str(info.value).endswith(f": Token {REDACTED} refused by tenant")
 
 
 # ---- logs ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from smartconnect_async._redact import REDACTED
 from smartconnect_async._wire import (
     JSON,
     XML,
+    Body,
     Call,
     Sent,
     excerpt,
@@ -388,16 +389,16 @@ ERROR_MAKERS: dict[str, Callable[[str], object]] = {
         _run(), BackendFailure(FailureKind.READ_TIMEOUT, f"bad {t} here"), SECRETS, SENT
     ),
     "read_answer parse": lambda t: _raised(
-        lambda: read_answer(_read(_echo(t)), 200, {}, b"{}", SECRETS, SENT)
+        lambda: read_answer(_read(_echo(t)), 200, {}, Body(b"{}"), SECRETS, SENT)
     ),
     "read_answer html": lambda t: _raised(
-        lambda: read_answer(_read(_never), 200, {}, _page(t), SECRETS, SENT)
+        lambda: read_answer(_read(_never), 200, {}, Body(_page(t)), SECRETS, SENT)
     ),
     "read_answer run parse": lambda t: _raised(
-        lambda: read_answer(_run(_echo(t)), 200, {}, f"bad {t} here".encode(), SECRETS, SENT)
+        lambda: read_answer(_run(_echo(t)), 200, {}, Body(f"bad {t} here".encode()), SECRETS, SENT)
     ),
     "read_answer run html": lambda t: _raised(
-        lambda: read_answer(_run(_never), 200, {}, _page(t), SECRETS, SENT)
+        lambda: read_answer(_run(_never), 200, {}, Body(_page(t)), SECRETS, SENT)
     ),
     "html_page_error": lambda t: html_page_error(_read(), 502, {}, _page(t), SECRETS),
 }
@@ -485,7 +486,7 @@ def test_is_html_by_content_type_alone() -> None:
 def test_read_answer_returns_the_parsed_body(make: Callable[..., Call[object]]) -> None:
     call = make(lambda body: ("parsed", body))
     headers = {"content-type": "application/json"}
-    assert read_answer(call, 200, headers, b"{}", (), SENT) == ("parsed", b"{}")
+    assert read_answer(call, 200, headers, Body(b"{}"), (), SENT) == ("parsed", b"{}")
 
 
 HTML_ANSWERS = [
@@ -501,7 +502,7 @@ def test_read_answer_refuses_an_html_page_with_status_200(
 ) -> None:
     error = _raised(
         lambda: read_answer(
-            _read(_never), 200, {**headers, "x-request-id": "r-1"}, body, SECRETS, SENT
+            _read(_never), 200, {**headers, "x-request-id": "r-1"}, Body(body), SECRETS, SENT
         )
     )
     assert type(error) is ResponseParseError
@@ -515,12 +516,34 @@ def test_read_answer_refuses_an_html_page_with_status_200(
 
 def test_read_answer_names_the_endpoint_of_a_parse_error() -> None:
     error = _raised(
-        lambda: read_answer(_read(_unparsable), 200, {"x-request-id": "r-2"}, b"[]", (), SENT)
+        lambda: read_answer(_read(_unparsable), 200, {"x-request-id": "r-2"}, Body(b"[]"), (), SENT)
     )
     assert type(error) is ResponseParseError
     assert str(error) == "GetMapList: the answer is not a RunMapResponse"
     assert error.endpoint == "GetMapList"
     assert error.request_id == "r-2"
+
+
+@pytest.mark.parametrize(("make", "kind"), [(_read, ResponseParseError), (_run, RunOutcomeUnknown)])
+def test_read_answer_refuses_an_answer_cut_at_its_limit(
+    make: Callable[..., Call[object]], kind: type[Exception]
+) -> None:
+    body = Body(b'[{"MapKey": "k"}, ' + b"x" * 1990, more=True)
+    error = _raised(lambda: read_answer(make(_never), 200, {}, body, (), SENT))
+    assert type(error) is kind
+    assert "the answer is larger than 2,008 bytes (max_answer_size); the rest was not read" in str(
+        error
+    )
+
+
+def test_reprs_of_a_call_and_a_body_hide_what_may_be_secret() -> None:
+    call = Call("GetToken", _never, query=(("email", "a@b.c"), ("password", HASHED)))
+    assert HASHED not in repr(call)
+    assert "('email', 'a@b.c'), ('password', '[REDACTED]')" in repr(call)
+    assert (
+        repr(Body(b"token " + HASHED.encode(), more=True))
+        == "Body(data=<" + str(6 + len(HASHED)) + " bytes>, more=True)"
+    )
 
 
 RUN_ANSWER = '{"RunNumber": 1234, "Status": "weird", "Pad": "' + "y" * 1000 + '"}'
@@ -542,7 +565,7 @@ def test_read_answer_of_a_run_that_cannot_be_read_is_outcome_unknown(
     parse: Callable[[bytes], object], body: bytes, cause: str
 ) -> None:
     headers = {"x-request-id": "r-3"}
-    error = _raised(lambda: read_answer(_run(parse), 200, headers, body, SECRETS, SENT))
+    error = _raised(lambda: read_answer(_run(parse), 200, headers, Body(body), SECRETS, SENT))
     assert type(error) is RunOutcomeUnknown
     assert str(error) == cause + PROCESSED_TAIL
     assert type(error.__cause__) is ResponseParseError
@@ -566,7 +589,7 @@ def test_read_answer_of_a_run_that_cannot_be_read_is_outcome_unknown(
 )
 def test_read_answer_of_a_run_redacts_a_json_escaped_secret(written: str) -> None:
     body = f'{{"RunNumber": 1234, "ErrorMessage": "token {written} refused"}}'.encode()
-    error = _raised(lambda: read_answer(_run(), 200, {}, body, SECRETS, SENT))
+    error = _raised(lambda: read_answer(_run(), 200, {}, Body(body), SECRETS, SENT))
     assert isinstance(error, RunOutcomeUnknown)
     assert error.body == f'{{"RunNumber": 1234, "ErrorMessage": "token {REDACTED} refused"}}'
     _assert_secret_free(error)
@@ -590,6 +613,6 @@ def test_status_error_hides_a_json_escaped_secret_in_any_json_answer() -> None:
 def test_read_answer_of_a_run_redacts_a_password_with_json_escaped_quote_or_backslash() -> None:
     password = 'pa"ss\\word'
     body = b'{"RunNumber": 1, "ErrorMessage": "password pa\\"ss\\\\word refused"}'
-    error = _raised(lambda: read_answer(_run(), 200, {}, body, (password,), SENT))
+    error = _raised(lambda: read_answer(_run(), 200, {}, Body(body), (password,), SENT))
     assert isinstance(error, RunOutcomeUnknown)
     assert 'pa\\"ss\\\\word' not in str(error.body)
