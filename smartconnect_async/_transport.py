@@ -374,9 +374,10 @@ async def _read(call: Call[T], limit: int, answer: Answer) -> T:
     try:
         async for chunk in response.iter_bytes():
             parser.feed(chunk)
-        return parser.close()
+        result = parser.close()
     except ResponseParseError as error:
         raise _wire.parse_error(call, error, headers, answer.secrets) from None
+    return _wire.finished(result, headers, answer.secrets)
 
 
 async def _chunks(call: Call[object], answer: Answer) -> AsyncIterator[bytes]:
@@ -418,10 +419,14 @@ def _log(
 
 @attrs.frozen
 class Session:
-    """Credentials bound to the shared transport: what an endpoint module calls through."""
+    """Credentials bound to the shared transport: what an endpoint module calls through,
+    with the client's defaults for a call's ``timeout`` and ``max_retries`` (``None``:
+    the transport's)."""
 
     transport: Transport
     principal: Principal
+    timeout: Timeout | None = None
+    max_retries: int | None = None
 
     def call(
         self,
@@ -431,7 +436,12 @@ class Session:
         max_retries: int | None = None,
     ) -> Coroutine[object, object, T]:
         """``transport.call`` for these credentials (its coroutine: one frame less)."""
-        return self.transport.call(call, self.principal, timeout=timeout, max_retries=max_retries)
+        return self.transport.call(
+            call,
+            self.principal,
+            timeout=self.timeout if timeout is None else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+        )
 
     def stream(
         self,
@@ -440,7 +450,12 @@ class Session:
         timeout: Timeout | float | None = None,
         max_retries: int | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.transport.stream(call, self.principal, timeout=timeout, max_retries=max_retries)
+        return self.transport.stream(
+            call,
+            self.principal,
+            timeout=self.timeout if timeout is None else timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+        )
 
     async def token(
         self,
@@ -450,7 +465,10 @@ class Session:
         caller: Call[object] | None = None,
     ) -> Token:
         return await self.transport.token(
-            self.principal, force_refresh=force_refresh, timeout=timeout, caller=caller
+            self.principal,
+            force_refresh=force_refresh,
+            timeout=self.timeout if timeout is None else timeout,
+            caller=caller,
         )
 
     async def forget_token(self, token: Token) -> None:

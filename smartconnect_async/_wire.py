@@ -35,7 +35,7 @@ from .exceptions import (
     ServerError,
     SmartConnectError,
 )
-from .models import RunResult
+from .models import DataSet, RunResult
 
 __all__ = [
     "JSON",
@@ -46,6 +46,7 @@ __all__ = [
     "Sent",
     "excerpt",
     "failure_error",
+    "finished",
     "html_page_error",
     "is_html",
     "may_have_run",
@@ -308,11 +309,7 @@ def read_answer(
             unreadable = ResponseParseError(f"the answer could not be read ({type(exc).__name__})")
             error = parse_error(call, unreadable, headers, secrets)
         else:
-            if isinstance(result, RunResult) and result.error_message:
-                # Shown by MapRunFailed and the result's repr: the server may quote secrets.
-                message = redact(result.error_message, secrets)
-                result = attrs.evolve(result, error_message=message)
-            return result
+            return finished(result, headers, secrets)
     if call.idempotent:
         raise error
     raise RunOutcomeUnknown(
@@ -324,6 +321,18 @@ def read_answer(
         request_id=request_id(headers),
         body=answer_text(body.data, secrets),
     ) from error
+
+
+def finished(result: T, headers: Mapping[str, str], secrets: tuple[str, ...]) -> T:
+    """A parsed result as the caller gets it: a run's or data set's with its answer's
+    request id, a failed run's message redacted (its ``repr`` and ``MapRunFailed`` show
+    it, and the server may quote a secret in it)."""
+    if isinstance(result, RunResult):
+        message = redact(result.error_message, secrets) if result.error_message else ""
+        return attrs.evolve(result, error_message=message, request_id=request_id(headers))
+    if isinstance(result, DataSet):
+        return attrs.evolve(result, request_id=request_id(headers))
+    return result
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

@@ -3,16 +3,19 @@ client made from it with ``with_credentials``."""
 
 from __future__ import annotations
 
+import enum
 import math
 from datetime import timedelta
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import attrs
 import httpx
 
 from ._backend import AutoBackend, Backend
 from ._checks import check_count
+from ._env import read_env
 from ._httpx import HttpxBackend
 from ._redact import REDACTED, redact_url
 from ._tokens import Clock, Principal, TokenCache, TokenKey, Tokens, TokenStore, utc_now
@@ -24,7 +27,14 @@ from .maps import MapDirectory, Maps
 from .models import Credentials, Timeout
 from .runs import Runs
 
-__all__ = ["SmartConnect"]
+__all__ = ["Keep", "SmartConnect"]
+
+
+class Keep(enum.Enum):
+    """``with_options``' default for a setting it leaves as it is."""
+
+    KEEP = "keep"
+
 
 _MAX_REFRESH_MARGIN = timedelta(days=89)
 """Tokens live three calendar months, 89 days at the least (1 February to 1 May): a
@@ -116,7 +126,7 @@ class SmartConnect:
             max_concurrent_runs=max_concurrent_runs,
             max_answer_size=max_answer_size,
         )
-        self._bind(transport, credentials, {}, owner=True)
+        self._bind(transport, credentials, {}, owner=True, options=(None, None))
 
     def _bind(
         self,
@@ -125,13 +135,15 @@ class SmartConnect:
         directories: dict[tuple[TokenKey, bytes], MapDirectory],
         *,
         owner: bool,
+        options: tuple[Timeout | None, int | None],
     ) -> None:
         self._transport = transport
         self._directories = directories
         self._owner = owner
+        self._options = options
         self.credentials = credentials
         principal = Principal.of(transport.api_url, credentials)
-        session = Session(transport, principal)
+        session = Session(transport, principal, *options)
         # Per password too: a wrong password's failed lookup is not another's to share.
         directory = directories.setdefault((principal.key, principal.proof), MapDirectory())
         self.auth = Auth(session)
@@ -139,6 +151,18 @@ class SmartConnect:
         self.data = Data(session, directory)
         self.runs = Runs(session, directory)
         self.errors = Errors(session, directory)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> SmartConnect:
+        """A client configured as the command line is: ``SMARTCONNECT_API_URL``,
+        ``SMARTCONNECT_EMAIL``, ``SMARTCONNECT_PASSWORD``, ``SMARTCONNECT_COMPANY_ID`` and,
+        if set, ``SMARTCONNECT_TIMEOUT`` (seconds; a ``timeout`` in ``options`` wins).
+        ``options`` are ``SmartConnect``'s keyword arguments. A variable missing, empty
+        or invalid is a ``ValueError`` naming it."""
+        api_url, credentials, timeout = read_env()
+        if timeout is not None:
+            options.setdefault("timeout", timeout)
+        return cls(api_url, credentials, **options)
 
     @property
     def api_url(self) -> str:
@@ -158,8 +182,35 @@ class SmartConnect:
         token cache and settings. Closing it does nothing; close the first client."""
         if not isinstance(credentials, Credentials):
             raise TypeError("credentials must be a smartconnect_async.Credentials")
+        return self._derived(credentials, self._options)
+
+    def with_company(self, company_id: str) -> SmartConnect:
+        """``with_credentials`` for another company of the same user (same password)."""
+        return self.with_credentials(attrs.evolve(self.credentials, company_id=company_id))
+
+    def with_options(
+        self,
+        *,
+        timeout: Timeout | float | Keep | None = Keep.KEEP,
+        max_retries: int | Keep = Keep.KEEP,
+    ) -> SmartConnect:
+        """This client with other defaults for its calls' ``timeout`` (``None``: no
+        limit) and ``max_retries``, sharing its connection pool, token cache and limits.
+        Closing it does nothing; close the first client."""
+        default_timeout, default_retries = self._options
+        if timeout is not Keep.KEEP:
+            _check_timeout(timeout)
+            default_timeout = Timeout.of(timeout)
+        if max_retries is not Keep.KEEP:
+            check_count("max_retries", max_retries, minimum=0)
+            default_retries = max_retries
+        return self._derived(self.credentials, (default_timeout, default_retries))
+
+    def _derived(
+        self, credentials: Credentials, options: tuple[Timeout | None, int | None]
+    ) -> SmartConnect:
         other = SmartConnect.__new__(SmartConnect)
-        other._bind(self._transport, credentials, self._directories, owner=False)
+        other._bind(self._transport, credentials, self._directories, owner=False, options=options)
         return other
 
     async def aclose(self) -> None:

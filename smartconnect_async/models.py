@@ -40,15 +40,15 @@ def _text(name: str, value: object, *, strip: bool) -> str:
     return text
 
 
-def _email(value: object) -> str:
+def _email(value: str) -> str:
     return _text("email", value, strip=True)
 
 
-def _password(value: object) -> str:
+def _password(value: str) -> str:
     return _text("password", value, strip=False)
 
 
-def _company_id(value: object) -> str:
+def _company_id(value: str) -> str:
     return _text("company_id", value, strip=True)
 
 
@@ -163,9 +163,11 @@ class DataSet:
 
     ``tables`` maps each table (row element) name to its rows; every row of a table holds
     every column seen in that table, ``None`` where the row had no such element.
+    ``request_id``: the answer's ``X-Request-Id``, for audit trails.
     """
 
     tables: Mapping[str, list[Row]]
+    request_id: str | None = attrs.field(default=None, eq=False)
 
     @property
     def rows(self) -> list[Row]:
@@ -194,6 +196,7 @@ class RunResult:
     ``status`` 0 is success; ``ok`` is true only for status 0 with no errors. ``errors``
     holds the rows of the run's error table, ``validation_errors`` the validation errors
     of a with-errors run. ``raw`` keeps the whole answer, unknown fields included.
+    ``request_id``: the answer's ``X-Request-Id``, for audit trails.
     """
 
     status: int
@@ -206,6 +209,7 @@ class RunResult:
     errors: tuple[Row, ...] = ()
     validation_errors: tuple[ValidationFailure, ...] = ()
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    request_id: str | None = attrs.field(default=None, eq=False)
 
     @property
     def ok(self) -> bool:

@@ -165,7 +165,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
-    help="Seconds allowed for each call.",
+    envvar="SMARTCONNECT_TIMEOUT",
+    help="Seconds allowed for each call [env SMARTCONNECT_TIMEOUT].",
 )
 @click.option("--no-token-cache", is_flag=True, help="Neither read nor write the token cache.")
 @click.option("--debug", is_flag=True, help="Log every call, and show tracebacks.")

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import _env
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -37,10 +39,10 @@ APP_NAME = "smartconnect-async"
 KEYRING_SERVICE = "smartconnect-async"
 CONFIG_FILE_NAME = "config.toml"
 
-ENV_API_URL = "SMARTCONNECT_API_URL"
-ENV_EMAIL = "SMARTCONNECT_EMAIL"
-ENV_PASSWORD = "SMARTCONNECT_PASSWORD"  # noqa: S105 - the variable's name, not a password
-ENV_COMPANY_ID = "SMARTCONNECT_COMPANY_ID"
+ENV_API_URL = _env.API_URL
+ENV_EMAIL = _env.EMAIL
+ENV_PASSWORD = _env.PASSWORD
+ENV_COMPANY_ID = _env.COMPANY_ID
 ENV_PROFILE = "SMARTCONNECT_PROFILE"
 ENV_CONFIG_DIR = "SMARTCONNECT_CONFIG_DIR"
 ENV_CACHE_DIR = "SMARTCONNECT_CACHE_DIR"

@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from smartconnect_async import TokenKey
@@ -122,6 +123,30 @@ def test_configuration_errors_exit_2(
     assert result.exit_code == 2
     assert message in result.stderr
     assert emulator.counters.total_calls == 0
+
+
+def test_timeout_from_the_environment(
+    run_cli, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+
+    def recording_client() -> httpx.AsyncClient:
+        async def hook(request: httpx.Request) -> None:
+            seen.append(request.extensions["timeout"]["read"])
+
+        http = run_cli.client()
+        http.event_hooks["request"].append(hook)
+        return http
+
+    monkeypatch.setenv("SMARTCONNECT_TIMEOUT", "7.5")
+    assert run_cli("maps", "list", http_client=recording_client).exit_code == 0
+    assert run_cli("--timeout", "3", "maps", "list", http_client=recording_client).exit_code == 0
+    assert seen == [7.5, 7.5, 3]  # GetToken and GetMapList, then GetMapList (token cached)
+    monkeypatch.setenv("SMARTCONNECT_TIMEOUT", "soon")
+    result = run_cli("maps", "list")
+    assert result.exit_code == 2
+    assert "--timeout" in result.stderr
+    assert "'soon' is not a valid float" in result.stderr
 
 
 def test_bad_toml_is_a_configuration_error(run_cli, cli_env: Path) -> None:

@@ -343,6 +343,8 @@ async def test_get_all_customers_is_the_source_byte_for_byte(
     assert rows == source_rows(emulator, IMPORT_CUSTOMERS_KEY)
     assert len(rows) == 500
     assert emulator.counters.calls["GetAllData"] == 1
+    assert data.request_id is not None  # the answer's X-Request-Id
+    assert len(data.request_id) == 36
 
 
 async def test_get_all_sales_orders_has_several_tables(
@@ -432,6 +434,8 @@ async def test_run_executes_once_over_the_maps_source(sc: SmartConnect, emulator
     assert result.raise_for_status() is result
     assert (result.map_id, result.map_description) == ("Import Customers", "Customers to BC")
     assert emulator.counters.calls["runmap"] == 1
+    assert result.request_id == record.request_id  # the answer's X-Request-Id
+    assert len(record.request_id) == 36
 
 
 async def test_run_with_variables(sc: SmartConnect, emulator: Emulator) -> None:

@@ -3,6 +3,8 @@ with_credentials sharing the pool, the token cache and the map list."""
 
 from __future__ import annotations
 
+import re
+import traceback
 from typing import Any
 
 import httpx
@@ -18,12 +20,13 @@ from unit_support import (
     MAP_LIST_JSON,
     PASSWORD,
     TOKEN,
+    SleepRecorder,
     client,
     mock_api,
     sent_token,
 )
 
-from smartconnect_async import ClientClosedError, Credentials, SmartConnect, Timeout
+from smartconnect_async import ClientClosedError, Credentials, ServerError, SmartConnect, Timeout
 
 pytestmark = pytest.mark.anyio
 
@@ -281,6 +284,128 @@ async def test_with_credentials_other_company_has_its_own_map_list() -> None:
             await other.maps.columns("Import Customers")
     keys = [c.request.url.params["mapKey"] for c in columns.calls]
     assert keys == [GUID_CUSTOMERS, "1b763e98-37c4-4d32-8320-abb200d82e59"]
+
+
+async def test_with_company_is_the_same_user_for_another_company() -> None:
+    with mock_api(token=None) as api:
+        token_route = api.post("/GetToken", name="GetToken").mock(
+            side_effect=lambda r: httpx.Response(200, json=f"t-{r.url.params['companyId']}")
+        )
+        columns = api.post("/GetMapColumns").respond(200, content=COLUMNS_JSON)
+        async with client() as sc:
+            other = sc.with_company("OTHER")
+            assert other.credentials == Credentials(
+                email=EMAIL, password=PASSWORD, company_id="OTHER"
+            )
+            await other.maps.columns(GUID_CUSTOMERS)
+            await other.aclose()  # not its pool to close
+            await sc.maps.columns(GUID_CUSTOMERS)
+    assert [c.request.url.params["companyId"] for c in token_route.calls] == ["OTHER", COMPANY]
+    assert [sent_token(c.request) for c in columns.calls] == ["t-OTHER", f"t-{COMPANY}"]
+
+
+async def test_with_options_changes_the_defaults_of_its_calls_only(
+    sleeps: SleepRecorder,
+) -> None:
+    with mock_api() as api:
+        route = api.post("/GetMapList").respond(503)
+        async with client(max_retries=2, timeout=30) as sc:
+            quick = sc.with_options(timeout=Timeout(5, connect=1), max_retries=0)
+            with pytest.raises(ServerError):
+                await quick.maps.list()
+            assert route.call_count == 1  # not retried
+            assert route.calls.last.request.extensions["timeout"] == {
+                "connect": 1,
+                "read": 5,
+                "write": 5,
+                "pool": 5,
+            }
+            with pytest.raises(ServerError):
+                await quick.maps.list(max_retries=1)  # a call's own setting still wins
+            assert route.call_count == 3
+            other = quick.with_company("OTHER")  # derived clients keep the options
+            api.post("/GetToken", name="GetToken").respond(json="other-token")
+            with pytest.raises(ServerError):
+                await other.maps.list()
+            assert route.call_count == 4
+            with pytest.raises(ServerError):
+                await sc.maps.list()  # the first client's own defaults
+            assert route.call_count == 7
+            assert route.calls.last.request.extensions["timeout"]["read"] == 30
+            unlimited = sc.with_options(timeout=None)  # None: no limit, as for SmartConnect
+            with pytest.raises(ServerError):
+                await unlimited.maps.list(max_retries=0)
+            assert route.calls.last.request.extensions["timeout"]["read"] is None
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_retries": -1}, ValueError),
+        ({"timeout": "5"}, TypeError),
+        ({"timeout": 0}, ValueError),
+    ],
+)
+async def test_with_options_checks_its_settings(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    async with client() as sc:
+        with pytest.raises(error):
+            sc.with_options(**options)
+
+
+ENV = {
+    "SMARTCONNECT_API_URL": API_URL,
+    "SMARTCONNECT_EMAIL": EMAIL,
+    "SMARTCONNECT_PASSWORD": PASSWORD,
+    "SMARTCONNECT_COMPANY_ID": COMPANY,
+}
+
+
+async def test_from_env_reads_what_the_command_line_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**ENV, "SMARTCONNECT_TIMEOUT": "7.5"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_api() as api:
+        route = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        async with SmartConnect.from_env(backend="httpx") as sc:
+            assert sc.credentials == CREDS
+            await sc.maps.list()
+        async with SmartConnect.from_env(backend="httpx", timeout=2) as sc:
+            await sc.maps.list()
+    assert [c.request.extensions["timeout"]["read"] for c in route.calls] == [7.5, 2]
+    assert sent_token(route.calls.last.request) == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"SMARTCONNECT_EMAIL": None, "SMARTCONNECT_COMPANY_ID": " "},
+            "environment variable(s) not set or empty: SMARTCONNECT_EMAIL, SMARTCONNECT_COMPANY_ID",
+        ),
+        (
+            {"SMARTCONNECT_TIMEOUT": "soon"},
+            "SMARTCONNECT_TIMEOUT must be a positive number of seconds, not 'soon'",
+        ),
+        (
+            {"SMARTCONNECT_TIMEOUT": "-1"},
+            "SMARTCONNECT_TIMEOUT must be a positive number of seconds, not '-1'",
+        ),
+        ({"SMARTCONNECT_API_URL": "sc.example.com"}, "is not an API Url"),
+    ],
+)
+def test_from_env_names_what_is_wrong_and_shows_no_secret(
+    monkeypatch: pytest.MonkeyPatch, changes: dict[str, str | None], message: str
+) -> None:
+    for name, value in {**ENV, **changes}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        SmartConnect.from_env()
+    shown = traceback.TracebackException.from_exception(info.value, capture_locals=True)
+    assert PASSWORD not in "".join(shown.format())  # no frame holds the environment
 
 
 async def test_requests_outside_a_mock_router_never_reach_the_network() -> None:

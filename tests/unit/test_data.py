@@ -64,10 +64,12 @@ def _streamed(stream: ChunkStream) -> httpx.Response:
 
 async def test_get_all_data_wire_format_and_reference_example() -> None:
     with mock_api() as api:
-        route = api.post("/GetAllData").respond(200, content=GETALLDATA_XML, headers=XML_HEADERS)
+        headers = {**XML_HEADERS, "X-Request-Id": "req-8"}
+        route = api.post("/GetAllData").respond(200, content=GETALLDATA_XML, headers=headers)
         async with client() as sc:
             data = await sc.data.get_all(GUID_CUSTOMERS)
     assert data == DataSet(tables={"Table01": [REFERENCE_ROW]})
+    assert data.request_id == "req-8"
     request = route.calls.last.request
     assert request.method == "POST"
     assert request.url.path == "/API/GetAllData"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -65,6 +66,22 @@ def test_empty_credentials_are_refused(kwargs: dict[str, Any]) -> None:
 def test_non_string_credentials_raise_type_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(TypeError):
         Credentials(**kwargs)
+
+
+def test_credentials_of_the_wrong_type_fail_the_type_check(tmp_path: Path) -> None:
+    from mypy import api as mypy  # a dev dependency: always there
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from smartconnect_async import Credentials\n"
+        'Credentials(email=123, password=b"pw", company_id="C")\n'
+        'Credentials(email="e@x", password="pw", company_id="C", hash_password=True)\n'
+    )
+    out, _, status = mypy.run(["--strict", "--no-incremental", str(script)])
+    assert status == 1
+    assert 'Argument "email" to "Credentials" has incompatible type "int"; expected "str"' in out
+    assert 'Argument "password" to "Credentials" has incompatible type "bytes"' in out
+    assert "Found 2 errors" in out
 
 
 def test_credentials_repr_hides_the_password() -> None:

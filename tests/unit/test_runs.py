@@ -89,11 +89,14 @@ def _run_ok(**fields: Any) -> httpx.Response:
 
 async def test_runmap_wire_format() -> None:
     with mock_api() as api:
-        route = api.post("/runmap").mock(return_value=_run_ok())
+        answer = _run_ok()
+        answer.headers["X-Request-Id"] = "req-7"
+        route = api.post("/runmap").mock(return_value=answer)
         async with client() as sc:
             result = await sc.runs.run(GUID_CUSTOMERS)
     assert result.ok
     assert result.run_number == 42
+    assert result.request_id == "req-7"
     request = route.calls.last.request
     assert request.method == "POST"
     assert request.url.path == "/API/runmap"

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from smartconnect_async import __version__
+from smartconnect_async import DataSet, RunResult, __version__
 from smartconnect_async._backend import BackendFailure, FailureKind
 from smartconnect_async._redact import REDACTED
 from smartconnect_async._wire import (
@@ -19,6 +19,7 @@ from smartconnect_async._wire import (
     Sent,
     excerpt,
     failure_error,
+    finished,
     html_page_error,
     is_html,
     may_have_run,
@@ -487,6 +488,18 @@ def test_read_answer_returns_the_parsed_body(make: Callable[..., Call[object]]) 
     call = make(lambda body: ("parsed", body))
     headers = {"content-type": "application/json"}
     assert read_answer(call, 200, headers, Body(b"{}"), (), SENT) == ("parsed", b"{}")
+
+
+def test_finished_stamps_runs_and_data_sets_with_the_request_id() -> None:
+    headers = {"x-request-id": "r-5"}
+    run = RunResult(1, 7, "M", "", 0, 1, f"token {HASHED} refused")
+    stamped = finished(run, headers, SECRETS)
+    assert stamped.request_id == "r-5"
+    assert stamped.error_message == f"token {REDACTED} refused"
+    assert finished(DataSet(tables={}), headers, SECRETS).request_id == "r-5"
+    assert finished(DataSet(tables={}), {}, SECRETS).request_id is None
+    listed = ["a"]
+    assert finished(listed, headers, SECRETS) is listed
 
 
 HTML_ANSWERS = [
