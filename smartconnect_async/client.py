@@ -149,7 +149,7 @@ class SmartConnect:
         self.auth = Auth(session)
         self.maps = Maps(session, directory)
         self.data = Data(session, directory)
-        self.runs = Runs(session, directory)
+        self.runs = Runs(session, directory, lambda company_id: self.with_company(company_id).runs)
         self.errors = Errors(session, directory)
 
     @classmethod

@@ -232,13 +232,17 @@ class RunResult:
 class RunRequest:
     """One run for ``runs.run_many``: a map with its global ``variables``, or with
     ``rows`` to send as a data table (``with_errors`` for validation errors, ``as_xml``
-    to send them through ``runmapxml``)."""
+    to send them through ``runmapxml``); for ``company_id`` if given (the same user),
+    else for the client's company."""
 
     map: MapInfo | str
     variables: Mapping[str, str] | None = None
     rows: Iterable[Mapping[str, object]] | None = None
     with_errors: bool = False
     as_xml: bool = False
+    company_id: str | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_company_id)
+    )
 
     def __attrs_post_init__(self) -> None:
         # Each of these would be dropped without a word: refuse it instead.

@@ -141,9 +141,15 @@ class Runs:
     client sharing the pool. Every method takes ``timeout`` and ``max_retries``.
     """
 
-    def __init__(self, session: Session, directory: MapDirectory) -> None:
+    def __init__(
+        self,
+        session: Session,
+        directory: MapDirectory,
+        of_company: Callable[[str], Runs],
+    ) -> None:
         self._session = session
         self._directory = directory
+        self._of_company = of_company  # the runs of the same user for another company
 
     async def run(
         self,
@@ -209,22 +215,34 @@ class Runs:
     ) -> list[RunResult | Exception]:
         """Run many maps (or one map with different variables or rows), at most
         ``concurrency`` at a time (and at most ``max_concurrent_runs`` per company).
+        A ``RunRequest`` with a ``company_id`` runs for that company, as the same user
+        (``with_company``).
 
         Returns, in input order, each ``RunResult`` or the exception its run raised, so
         one failure never loses the others; ``on_result(index, item, outcome)`` is called
         (and awaited, if async) as each finishes.
         """
         options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
+        companies: dict[str, Runs] = {}
 
         async def one(item: MapRef | RunRequest) -> RunResult:
             if not isinstance(item, RunRequest):
                 return await self.run(item, **options)
+            runs = self if item.company_id is None else self._company(item.company_id, companies)
             if item.rows is None:
-                return await self.run(item.map, item.variables, **options)
+                return await runs.run(item.map, item.variables, **options)
             if item.as_xml:
-                return await self.run_xml(item.map, item.rows, **options)
-            return await self.run_data_table(item.map, item.rows, item.with_errors, **options)
+                return await runs.run_xml(item.map, item.rows, **options)
+            return await runs.run_data_table(item.map, item.rows, item.with_errors, **options)
 
         return await gather_outcomes(
             listed(items, "run_many"), one, concurrency=concurrency, on_result=on_result
         )
+
+    def _company(self, company_id: str, made: dict[str, Runs]) -> Runs:
+        """The runs of ``company_id`` (this client's own, or one made once per batch)."""
+        if company_id == self._session.principal.key.company_id:
+            return self
+        if company_id not in made:
+            made[company_id] = self._of_company(company_id)
+        return made[company_id]

@@ -410,6 +410,34 @@ async def test_run_many_keeps_input_order_and_every_outcome(
         assert outcome is outcomes[index]
 
 
+async def test_run_many_runs_each_request_for_its_company(
+    sc: SmartConnect, emulator: Emulator
+) -> None:
+    items: list[Any] = [
+        KEY,
+        RunRequest(DEMO02_CUSTOMERS, company_id="DEMO02"),
+        RunRequest(KEY, rows=[{"AccountNumber": "M1"}], company_id="DEMO01"),
+        RunRequest(DEMO02_CUSTOMERS, variables={"GBL_STATE": "CO"}, company_id=" DEMO02 "),
+        RunRequest(KEY, company_id="DEMO03"),  # not one of alice's companies
+    ]
+    outcomes = await sc.runs.run_many(items, concurrency=4)
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds == ["RunResult"] * 4 + ["AuthenticationError"]
+    records = {r.request_id: r for r in emulator.runs}  # run numbers count per company
+    companies = [records[o.request_id].company_id for o in outcomes if isinstance(o, RunResult)]
+    assert companies == ["DEMO01", "DEMO02", "DEMO01", "DEMO02"]
+    assert len(emulator.runs) == 4
+    assert emulator.counters.token_calls == {"DEMO01": 1, "DEMO02": 1, "DEMO03": 1}
+    assert sc.credentials.company_id == "DEMO01"  # the client itself is unchanged
+
+
+def test_a_run_request_company_id_must_be_a_non_empty_string() -> None:
+    with pytest.raises(ValueError, match="company_id must not be empty"):
+        RunRequest(KEY, company_id="  ")
+    with pytest.raises(TypeError, match="company_id must be a str"):
+        RunRequest(KEY, company_id=7)  # type: ignore[arg-type]
+
+
 async def test_run_many_survives_a_raising_on_result(sc: SmartConnect, emulator: Emulator) -> None:
     calls: list[int] = []
 
