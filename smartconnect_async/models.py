@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from . import _dataframes
 from .exceptions import MapRunFailed
 
 __all__ = [
@@ -173,6 +174,27 @@ class DataSet:
     def rows(self) -> list[Row]:
         """The rows of the first table (empty when there is none)."""
         return next(iter(self.tables.values()), [])
+
+    def to_records(self, table: str | None = None) -> list[Row]:
+        """Copies of the rows of ``table`` (default: the first table), each holding every
+        column of the table; none for a table the answer does not hold (a table with no
+        rows is not in an answer)."""
+        return [dict(row) for row in _dataframes.table_rows(self.tables, table)]
+
+    def to_pandas(self, table: str | None = None) -> Any:
+        """``table`` (default: the first) as a ``pandas.DataFrame`` (extra ``pandas``);
+        every column holds text or ``None``."""
+        return _dataframes.to_pandas(_dataframes.table_rows(self.tables, table))
+
+    def to_polars(self, table: str | None = None) -> Any:
+        """``table`` (default: the first) as a ``polars.DataFrame`` (extra ``polars``),
+        every column a ``String``."""
+        return _dataframes.to_polars(_dataframes.table_rows(self.tables, table))
+
+    def to_arrow(self, table: str | None = None) -> Any:
+        """``table`` (default: the first) as a ``pyarrow.Table`` (extra ``parquet``),
+        every column a ``string``."""
+        return _dataframes.to_arrow(_dataframes.table_rows(self.tables, table))
 
 
 @attrs.frozen
