@@ -10,7 +10,7 @@ from ._batch import gather_outcomes, listed
 from ._json import variables_body
 from ._transport import Session
 from ._wire import JSON, XML, Call
-from ._xml import DataSetCollector, parse_data_set
+from ._xml import DataSetCollector, DataSetParser, parse_data_set
 from .maps import MapDirectory, MapRef
 from .models import DataRequest, DataSet, Row, Timeout
 
@@ -39,7 +39,8 @@ class RowStream:
     """The rows of a map's data, parsed while the answer streams in.
 
     Iterate it with ``async for``; use it as ``async with`` (or call ``aclose``) to release
-    the connection early when you stop before the end.
+    the connection early when you stop before the end. ``tables`` then tells which tables
+    the answer held: a table asked for and absent had no rows (or is misspelt).
     """
 
     def __init__(
@@ -62,7 +63,14 @@ class RowStream:
         """The table whose rows are yielded: the one asked for, else the first one."""
         self._timeout = timeout
         self._max_retries = max_retries
+        self._parser: DataSetParser | None = None
         self._rows = self._generate()
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables the answer held rows of, in the order first seen: those read so far,
+        all of them once the stream is exhausted (empty before it starts)."""
+        return tuple(self._parser.columns) if self._parser is not None else ()
 
     def __aiter__(self) -> AsyncIterator[Row]:
         # The generator itself: ``async for`` then costs no wrapper coroutine per row.
@@ -87,13 +95,11 @@ class RowStream:
         await self.aclose()
 
     async def _generate(self) -> AsyncGenerator[Row, None]:
-        from ._xml import DataSetParser
-
         key = await self._directory.key(
             self._session, self._map, timeout=self._timeout, max_retries=self._max_retries
         )
         call = data_call(key, self._variables)
-        parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
+        parser = self._parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
         stream = self._session.stream(call, timeout=self._timeout, max_retries=self._max_retries)
         async with stream as chunks:
             async for chunk in chunks:
@@ -107,7 +113,7 @@ class RowStream:
                 self.table = table
             if table == self.table:
                 yield row
-        held = list(parser.columns)
+        held = self.tables
         if self.table is not None and held and self.table not in held:
             # A table without rows is not in the answer at all, so this may be right
             # (no rows today) or a misspelt name: say so, do not fail.
@@ -165,7 +171,8 @@ class Data:
         appears in its table does not hold that column (``get_all`` gives it ``None``).
         An answer that holds rows of other tables but none of ``table`` yields nothing
         and logs a warning naming them, once it has been read (a table with no rows is
-        not in the answer, so a misspelt name and an empty table look alike).
+        not in the answer, so a misspelt name and an empty table look alike); the
+        stream's ``tables`` names them too.
         A failure before the answer starts is retried like any read; a failure while it
         streams is raised (no row is ever yielded twice).
         """

@@ -92,22 +92,8 @@ class FileTokenStore:
 
     def _write(self, key: TokenKey, token: Token) -> None:
         self._ensure_directory()
-        path = self.path_for(key)
         payload = json.dumps(_encode(key, token), indent=2).encode("utf-8") + b"\n"
-        # mkstemp creates the file with mode 0600 in the same directory, so os.replace
-        # is an atomic rename on the same file system.
-        fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=_SUFFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(payload)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temp, 0o600)
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        _write_private_file(self.path_for(key), payload)
 
     def _remove(self, key: TokenKey) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -125,6 +111,25 @@ class FileTokenStore:
             with contextlib.suppress(FileExistsError):
                 folder.mkdir(mode=0o700)
                 os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _write_private_file(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with a file of ``payload`` readable by its owner only, atomically
+    (its directory must exist)."""
+    # mkstemp creates the file with mode 0600 in the same directory, so os.replace
+    # is an atomic rename on the same file system.
+    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _read_private_file(path: Path) -> bytes:

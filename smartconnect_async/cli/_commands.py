@@ -407,12 +407,18 @@ def _new_file_mode() -> int:
 @click.option(
     "--table", "table_name", metavar="NAME", help="The table to export (default: the first)."
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="With --table: exit 1, writing nothing, when the answer holds no rows of NAME.",
+)
 def data(
     map_ref: str,
     variables: dict[str, str],
     fmt: str | None,
     output: Path | None,
     table_name: str | None,
+    strict: bool,
 ) -> None:
     """Stream the source data of MAP (a MapId or a MapKey) as rows, in constant memory.
 
@@ -420,8 +426,14 @@ def data(
     from the first 1,000 rows (a column first seen later is left out, with a warning).
     A progress line counts the rows on a terminal. With -o the file appears only once
     the export is complete.
+
+    A table with no rows is absent from the answer, so --table NAME of an absent table
+    exports no rows with a warning (a quiet day, or a misspelt name); with --strict it
+    is an error.
     """
     state = _state()
+    if strict and table_name is None:
+        raise click.UsageError("--strict needs --table")
     if fmt is None:
         if output is not None:
             suffix = output.suffix.lower()
@@ -443,6 +455,8 @@ def data(
             with _output_stream(output) as stream:
                 writer = _writer(fmt, stream, state)
                 count = await _export(rows, writer, state, map_ref, show_progress)
+                if strict and rows.table not in rows.tables:
+                    raise CommandError(f"data: map {map_ref!r}: {_no_rows_of(rows)}")
                 writer.close()
             elapsed = time.perf_counter() - started
         if output is not None or show_progress:
@@ -458,6 +472,12 @@ def data(
         return EXIT_OK
 
     run_command(state, command, what="data", map_name=map_ref)
+
+
+def _no_rows_of(rows: RowStream) -> str:
+    """Says that the answer read by ``rows`` held no rows of its table, and what it held."""
+    held = ", ".join(map(repr, rows.tables)) or "no rows at all"
+    return f"the answer has no rows of table {rows.table!r}; it holds {held}"
 
 
 def _writer(fmt: str, stream: IO[str], state: State) -> RowWriter:

@@ -43,6 +43,7 @@ from ._config import (
     resolve_settings,
 )
 from ._output import Secrets, WarningHandler, describe_error, make_console
+from ._proof import ProofFiles
 
 __all__ = [
     "EXIT_FAILURE",
@@ -152,31 +153,64 @@ class State:
 class CliTokenStore:
     """The command line's view of a token store: it remembers every token value it sees
     (so no output of this invocation can show one), and a cache that cannot be written
-    or cleared is a warning, not a failed command."""
+    or cleared is a warning, not a failed command.
 
-    def __init__(self, inner: TokenStore, secrets: Secrets) -> None:
+    With ``proofs``, once ``require_proof`` gave it this invocation's password, a stored
+    token counts only if its proof says that password got it: otherwise it reads as
+    none, so the client asks for a new token with the password (the server refuses a
+    wrong one). A token it stores is kept with the proof of the password.
+    """
+
+    def __init__(
+        self, inner: TokenStore, secrets: Secrets, proofs: ProofFiles | None = None
+    ) -> None:
         self.inner = inner
         self.secrets = secrets
+        self.proofs = proofs
+        self._password: str | None = None
+        self._proven: set[str] = set()  # the tokens the password is known to have got
 
     def __repr__(self) -> str:
         return repr(self.inner)
 
+    def require_proof(self, password: str) -> None:
+        """From now on, a stored token counts only if ``password`` got it."""
+        self._password = password
+        self._proven.clear()
+
     async def get(self, key: TokenKey) -> Token | None:
         token = await self.inner.get(key)
-        if token is not None:
-            self.secrets.add(token.value)
-        return token
+        if token is None:
+            return None
+        self.secrets.add(token.value)
+        if self.proofs is None or self._password is None or token.value in self._proven:
+            return token
+        if await self.proofs.proves(key, self._password, token):
+            self._proven.add(token.value)
+            return token
+        logger.info(
+            "the cached token has no proof that the password given got it: "
+            "asking for a new one, which checks the password"
+        )
+        return None
 
     async def set(self, key: TokenKey, token: Token) -> None:
         self.secrets.add(token.value)
         try:
             await self.inner.set(key, token)
+            if self.proofs is not None and self._password is None:
+                await self.proofs.delete(key)  # no password given got this token
+            elif self.proofs is not None and self._password is not None:
+                self._proven.add(token.value)  # the client got it with the password
+                await self.proofs.write(key, self._password, token)
         except OSError as exc:
             logger.warning("the token cache could not be written (%s); going on without it", exc)
 
     async def delete(self, key: TokenKey) -> None:
         try:
             await self.inner.delete(key)
+            if self.proofs is not None:
+                await self.proofs.delete(key)
         except OSError as exc:
             logger.warning("the token cache could not be cleared (%s)", exc)
 
@@ -226,21 +260,22 @@ async def open_client(
 ) -> AsyncIterator[Connection]:
     """A ``SmartConnect`` client for the resolved settings, with the persistent token
     cache (unless ``--no-token-cache``). ``fresh_token``: a password is needed even if
-    a token is cached."""
+    a token is cached. A password given is checked: a cached token not proven to be
+    that password's is replaced (see ``CliTokenStore``)."""
     settings = state.settings()
     api_url, email, company_id = settings.require()
     key = TokenKey.of(api_url, company_id, email)
-    inner: TokenStore
     location: str | None = None
     if state.token_cache:
         directory = cache_dir() / TOKEN_DIRECTORY
-        inner, location = FileTokenStore(directory), str(directory)
+        files, location = FileTokenStore(directory), str(directory)
+        store = CliTokenStore(files, state.secrets, ProofFiles(files))
     else:
-        inner = MemoryTokenStore()
-    store = CliTokenStore(inner, state.secrets)
+        store = CliTokenStore(MemoryTokenStore(), state.secrets)
     password = await _password(state, email, store, key, fresh=fresh_token)
     if not state.password_missing:
         state.secrets.add(password, hash_password(password))
+        store.require_proof(password)  # a password given is checked, never ignored
     http_client = state.hooks.http_client() if state.hooks.http_client is not None else None
     try:
         client = SmartConnect(

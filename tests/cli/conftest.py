@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from smartconnect_async import Credentials, Row, SmartConnect, hash_password
+from smartconnect_async.cli import _proof
 from smartconnect_async.cli._commands import cli
 from smartconnect_async.cli._context import Hooks
 from smartconnect_async.emulator import DEMO_CREDENTIALS, DemoCredential, Emulator, create_app
@@ -32,6 +33,13 @@ def login() -> DemoCredential:
 @pytest.fixture
 def emulator() -> Emulator:
     return Emulator()
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_proofs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Password proofs at a tiny scrypt cost: the real one takes about 0.2 s an
+    invocation (test_config.py checks a proof made at the real cost)."""
+    monkeypatch.setattr(_proof, "SCRYPT", _proof.ScryptCost(n=16, r=1, p=1))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from smartconnect_async import Row, SmartConnect, hash_password
+from smartconnect_async.cli._commands import FORMATS
 from smartconnect_async.emulator import (
     IMPORT_CUSTOMERS_KEY,
     POST_CASH_RECEIPTS_KEY,
@@ -434,6 +435,58 @@ def test_data_table_without_rows_warns_naming_the_tables(run_cli) -> None:
     assert result.exit_code == 0
     assert result.stdout == ""
     assert "has no rows of table 'Nope' (it has rows of 'Header', 'Line')" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_data_strict_table_without_rows_is_exit_1_and_writes_nothing(
+    run_cli, emulator: Emulator, fmt: str
+) -> None:
+    result = run_cli("data", "Import Sales Orders", "--table", "Nope", "--strict", "--format", fmt)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        "error: data: map 'Import Sales Orders': the answer has no rows of table 'Nope'; "
+        "it holds 'Header', 'Line'"
+    )
+    assert emulator.counters.calls["GetAllData"] == 1
+
+
+def test_data_strict_table_without_rows_leaves_no_file(run_cli, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    args = ["data", "Import Sales Orders", "--table", "Nope", "--strict"]
+    result = run_cli(*args, "-o", str(folder / "nope.csv"))
+    assert result.exit_code == 1
+    assert "no rows of table 'Nope'; it holds 'Header', 'Line'" in result.stderr
+    assert list(folder.iterdir()) == []
+
+
+def test_data_strict_table_of_an_empty_answer_is_exit_1(run_cli) -> None:
+    args = ["data", "Import Vendors", "--var", "GBL_STATE=XX", "--table", "Vendors"]
+    assert run_cli(*args, "--format", "json").stdout == "[]\n"  # not strict: no rows, exit 0
+    result = run_cli(*args, "--strict", "--format", "json")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: data: map 'Import Vendors': the answer has no rows of table 'Vendors'; "
+        "it holds no rows at all\n"
+    )
+
+
+def test_data_strict_table_with_rows_exports_them(run_cli) -> None:
+    args = ["data", "Import Sales Orders", "--table", "Line", "--format", "ndjson"]
+    plain = run_cli(*args)
+    strict = run_cli(*args, "--strict")
+    assert strict.exit_code == 0, strict.output
+    assert strict.stdout == plain.stdout != ""
+    assert strict.stderr == ""
+
+
+def test_data_strict_needs_table(run_cli, emulator: Emulator) -> None:
+    result = run_cli("data", "Import Sales Orders", "--strict")
+    assert result.exit_code == 2
+    assert "--strict needs --table" in result.stderr
+    assert emulator.counters.total_calls == 0
 
 
 # ---- terminal, colours ---------------------------------------------------------------

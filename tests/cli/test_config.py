@@ -3,20 +3,27 @@ token cache of the command line."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
+import anyio
+import attrs
 import httpx
 import pytest
 
-from smartconnect_async import TokenKey
+from smartconnect_async import Token, TokenKey, hash_password
+from smartconnect_async.cli import _proof
 from smartconnect_async.cli._config import ConfigError, resolve_settings
-from smartconnect_async.emulator import DemoCredential, Emulator
+from smartconnect_async.cli._proof import proves
+from smartconnect_async.emulator import DemoCredential, Emulator, User
 from smartconnect_async.token_store import FileTokenStore
 
 API_URL = "http://emulator.test/API"
+REAL_SCRYPT_COST = _proof.SCRYPT  # read before any test makes proofs cheap
 
 
 def write_config(cli_env: Path, text: str) -> Path:
@@ -230,9 +237,11 @@ def test_second_invocation_reuses_the_cached_token(
     assert emulator.counters.calls["GetToken"] == 1
     assert emulator.counters.calls["GetMapList"] == 2  # the second one to find the map
 
-    (path,) = token_files(cli_env)
+    path, proof = token_files(cli_env)  # the token and the proof of its password
+    assert proof == path.with_suffix(".proof")
     if os.name == "posix":
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(proof.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     (token,) = emulator.tokens
     assert json.loads(path.read_text())["value"] == token
@@ -257,6 +266,171 @@ def test_refused_cached_token_without_password_says_what_to_do(
     result = run_cli("maps", "list")
     assert result.exit_code == 2
     assert "refused the cached token and no password is available" in result.stderr
+
+
+# ---- a password given with a cached token ------------------------------------------------
+
+
+def proof_file(cli_env: Path, login: DemoCredential) -> Path:
+    key = TokenKey.of(API_URL, login.company_id, login.email)
+    return FileTokenStore(cli_env / "cache" / "tokens").path_for(key).with_suffix(".proof")
+
+
+def test_the_password_that_got_the_cached_token_makes_no_get_token(
+    run_cli, emulator: Emulator, assert_no_secrets
+) -> None:
+    for _ in range(3):
+        result = run_cli("--debug", "maps", "list")
+        assert result.exit_code == 0, result.output
+        assert_no_secrets(result)
+    assert emulator.counters.calls["GetToken"] == 1
+
+
+@pytest.fixture(params=["environment", "keyring"])
+def give_password(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], None]:
+    """Gives the command line a password from the environment, or from the keyring."""
+
+    def give(password: str) -> None:
+        if request.param == "environment":
+            monkeypatch.setenv("SMARTCONNECT_PASSWORD", password)
+        else:
+            keyring = pytest.importorskip("keyring")
+            monkeypatch.delenv("SMARTCONNECT_PASSWORD", raising=False)
+            monkeypatch.setattr(keyring, "get_password", lambda service, username: password)
+
+    return give
+
+
+def test_a_wrong_password_with_a_cached_token_is_refused_by_the_server(
+    run_cli, emulator: Emulator, login: DemoCredential, give_password, assert_no_secrets
+) -> None:
+    assert run_cli("token").exit_code == 0
+    wrong = "wrong+pass/word="
+    give_password(wrong)
+    result = run_cli("--debug", "maps", "list")
+    assert result.exit_code == 1
+    assert "error: maps list: GetToken failed with HTTP 401" in result.stderr
+    assert "info (smartconnect_async.cli): the cached token has no proof" in result.stderr
+    assert emulator.counters.calls["GetToken"] == 2
+    assert "GetMapList" not in emulator.counters.calls
+    assert_no_secrets(result)
+    for secret in (wrong, "wrong%2Bpass", hash_password(wrong)):
+        assert secret not in result.stdout + result.stderr
+
+    # The cached token and its proof are as they were: the right password uses them.
+    give_password(login.password)
+    again = run_cli("token", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["from_cache"] is True
+    assert emulator.counters.calls["GetToken"] == 2
+
+
+def test_a_changed_password_replaces_the_cached_token_and_its_proof(
+    run_cli, emulator: Emulator, login: DemoCredential, give_password, cli_env: Path
+) -> None:
+    assert run_cli("token").exit_code == 0
+    old_proof = proof_file(cli_env, login).read_bytes()
+    new = "Changed+Secret/2025="
+    emulator.add_user(User(login.email, new, ("DEMO01", "DEMO02")))  # the old token stays valid
+    give_password(new)
+    result = run_cli("token", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["from_cache"] is False
+    assert emulator.counters.calls["GetToken"] == 2
+    assert proof_file(cli_env, login).read_bytes() != old_proof
+    assert new not in result.stdout + result.stderr
+
+    assert run_cli("maps", "list").exit_code == 0  # the new password is now the proven one
+    assert emulator.counters.calls["GetToken"] == 2
+    give_password(login.password)  # the old one is refused, however recently it worked
+    stale = run_cli("maps", "list")
+    assert stale.exit_code == 1
+    assert "GetToken failed with HTTP 401" in stale.stderr
+    assert emulator.counters.calls["GetToken"] == 3
+
+
+def test_a_cached_token_without_a_proof_is_checked_once(
+    run_cli,
+    emulator: Emulator,
+    login: DemoCredential,
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache file written before proofs existed: one GetToken, then the proof is there."""
+    assert run_cli("token").exit_code == 0
+    proof_file(cli_env, login).unlink()
+    for _ in range(2):
+        assert run_cli("maps", "list").exit_code == 0
+    assert emulator.counters.calls["GetToken"] == 2
+    assert proof_file(cli_env, login).exists()
+
+    monkeypatch.delenv("SMARTCONNECT_PASSWORD")  # no password given: the cache as it is
+    proof_file(cli_env, login).unlink()
+    assert run_cli("maps", "list").exit_code == 0
+    assert emulator.counters.calls["GetToken"] == 2
+
+
+def test_a_corrupt_proof_counts_as_none_with_a_warning(
+    run_cli, emulator: Emulator, login: DemoCredential, cli_env: Path
+) -> None:
+    assert run_cli("token").exit_code == 0
+    path = proof_file(cli_env, login)
+    path.write_text('{"version": 1, "salt": "tru')
+    result = run_cli("maps", "list")
+    assert result.exit_code == 0, result.output
+    assert f"warning: ignoring password proof file {path}: it is not JSON" in result.stderr
+    assert emulator.counters.calls["GetToken"] == 2
+    assert proves(path.read_bytes(), login.password, stored_token(cli_env, login))
+
+
+def test_a_proof_of_another_token_counts_as_none(
+    run_cli, emulator: Emulator, login: DemoCredential, cli_env: Path
+) -> None:
+    assert run_cli("token").exit_code == 0
+    first = proof_file(cli_env, login).read_bytes()
+    assert run_cli("token", "--refresh").exit_code == 0  # a new token, with a new proof
+    proof_file(cli_env, login).write_bytes(first)  # the proof of the first token beside it
+    assert run_cli("maps", "list").exit_code == 0
+    assert emulator.counters.calls["GetToken"] == 3
+
+
+@pytest.fixture
+def real_scrypt_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proofs at the cost the command line uses (not the tests' cheap one)."""
+    monkeypatch.setattr(_proof, "SCRYPT", REAL_SCRYPT_COST)
+
+
+@pytest.mark.usefixtures("real_scrypt_cost")
+def test_the_proof_keeps_no_secret_in_a_recoverable_form(
+    run_cli, emulator: Emulator, login: DemoCredential, cli_env: Path
+) -> None:
+    assert run_cli("token").exit_code == 0
+    (value,) = emulator.tokens
+    data = proof_file(cli_env, login).read_bytes()
+    content = json.loads(data)
+    assert sorted(content) == ["proof", "salt", "scrypt", "version"]
+    assert content["scrypt"] == {"n": 16384, "r": 8, "p": 5}
+    assert len(base64.b64decode(content["salt"])) == 16
+    assert len(base64.b64decode(content["proof"])) == 32
+    text = data.decode()
+    for secret in (login.password, hash_password(login.password), value):
+        for form in (secret, secret.encode().hex(), base64.b64encode(secret.encode()).decode()):
+            assert form not in text
+    token = stored_token(cli_env, login)
+    assert proves(data, login.password, token)
+    assert not proves(data, login.password + "x", token)
+    assert not proves(data, login.password, attrs.evolve(token, value=token.value + "x"))
+    again = _proof.make_proof(login.password, token)
+    assert json.loads(again)["proof"] != content["proof"]  # salted: never the same twice
+
+
+def stored_token(cli_env: Path, login: DemoCredential) -> Token:
+    key = TokenKey.of(API_URL, login.company_id, login.email)
+    token = anyio.run(FileTokenStore(cli_env / "cache" / "tokens").get, key)
+    assert token is not None
+    return token
 
 
 def test_no_token_cache_fetches_every_time(run_cli, emulator: Emulator, cli_env: Path) -> None:

@@ -280,6 +280,35 @@ async def test_iter_rows_table_of_an_empty_answer_yields_nothing(inner: str) -> 
     assert rows == []
 
 
+@pytest.mark.parametrize("table", [None, "Contacts", "Nope"])
+async def test_row_stream_tables_names_every_table_of_the_answer_once_read(
+    table: str | None,
+) -> None:
+    with mock_api() as api:
+        api.post("/GetAllData").mock(return_value=_streamed(ChunkStream(TWO_TABLES, size=64)))
+        async with client() as sc:
+            stream = sc.data.iter_rows(GUID_CUSTOMERS, table=table)
+            assert stream.tables == ()  # nothing read yet
+            first = await anext(stream, None)
+            if table is None:  # the first row of the first table: only it seen so far
+                assert first == {"Id": "0", "Name": "Customer 0"}
+                assert stream.tables == ("Customers",)
+            rest = [row async for row in stream]
+            assert stream.tables == ("Customers", "Contacts")  # whichever table was asked for
+    assert len(rest) == {None: 39, "Contacts": 1, "Nope": 0}[table]
+
+
+async def test_row_stream_tables_of_an_empty_answer_is_empty() -> None:
+    with mock_api() as api:
+        api.post("/GetAllData").mock(
+            return_value=_streamed(ChunkStream(data_answer("<MyDataSet />")))
+        )
+        async with client() as sc:
+            stream = sc.data.iter_rows(GUID_CUSTOMERS, table="Customers")
+            assert [row async for row in stream] == []
+    assert stream.tables == ()
+
+
 async def test_iter_rows_early_break_with_async_with_releases_the_answer() -> None:
     body = data_answer(table_xml({"R": [{"N": str(i)} for i in range(500)]}))
     stream = ChunkStream(body, size=16)
