@@ -27,6 +27,7 @@ from .exceptions import (
     ServerError,
     SmartConnectError,
     UnknownMapError,
+    UnknownTableError,
 )
 from .maps import MapRef
 from .models import (
@@ -77,6 +78,7 @@ __all__ = [
     "TokenKey",
     "TokenStore",
     "UnknownMapError",
+    "UnknownTableError",
     "ValidationFailure",
     "__version__",
     "hash_password",

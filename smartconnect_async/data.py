@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
 from types import TracebackType
 
 from ._batch import gather_outcomes, listed
@@ -11,6 +12,7 @@ from ._json import variables_body
 from ._transport import Session
 from ._wire import JSON, XML, Call
 from ._xml import DataSetCollector, DataSetParser, parse_data_set
+from .exceptions import UnknownTableError
 from .maps import MapDirectory, MapRef
 from .models import DataRequest, DataSet, Row, Timeout
 
@@ -38,9 +40,14 @@ def data_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[
 class RowStream:
     """The rows of a map's data, parsed while the answer streams in.
 
-    Iterate it with ``async for``; use it as ``async with`` (or call ``aclose``) to release
-    the connection early when you stop before the end. ``tables`` then tells which tables
-    the answer held: a table asked for and absent had no rows (or is misspelt).
+    Use it as ``async with sc.data.iter_rows(...) as rows:`` then ``async for row in
+    rows``: entering sends the request and checks the answer's status, so an unknown map
+    or a refused token is raised there, before anything of yours has started (a
+    streaming HTTP response, say). Plain ``async for`` works too (the request then goes
+    with the first row asked for); ``aclose`` releases the connection early.
+
+    ``columns`` and ``tables`` tell what the answer held so far; once the stream is
+    exhausted, a table asked for that is not in ``tables`` had no rows (or is misspelt).
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class RowStream:
         table: str | None,
         timeout: Timeout | float | None,
         max_retries: int | None,
+        strict: bool = False,
     ) -> None:
         if variables:
             variables_body(variables)  # bad variables fail here, before anything is sent
@@ -63,7 +71,11 @@ class RowStream:
         """The table whose rows are yielded: the one asked for, else the first one."""
         self._timeout = timeout
         self._max_retries = max_retries
+        self._strict = strict
         self._parser: DataSetParser | None = None
+        self._call: Call[object] | None = None
+        self._held = AsyncExitStack()  # the answer, once the request is sent
+        self._chunks: AsyncIterator[bytes] | None = None
         self._rows = self._generate()
 
     @property
@@ -71,6 +83,14 @@ class RowStream:
         """The tables the answer held rows of, in the order first seen: those read so far,
         all of them once the stream is exhausted (empty before it starts)."""
         return tuple(self._parser.columns) if self._parser is not None else ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns of ``table`` seen so far: its first row's, then any a later row
+        adds (empty before its first row)."""
+        if self._parser is None or self.table is None:
+            return ()
+        return tuple(self._parser.columns.get(self.table, ()))
 
     def __aiter__(self) -> AsyncIterator[Row]:
         # The generator itself: ``async for`` then costs no wrapper coroutine per row.
@@ -82,8 +102,10 @@ class RowStream:
     async def aclose(self) -> None:
         """Stop reading and release the connection."""
         await self._rows.aclose()
+        await self._held.aclose()  # sent on entering, never read
 
     async def __aenter__(self) -> RowStream:
+        await self._send()
         return self
 
     async def __aexit__(
@@ -94,14 +116,26 @@ class RowStream:
     ) -> None:
         await self.aclose()
 
+    async def _send(self) -> AsyncIterator[bytes]:
+        """Look the map up, send the request and check the answer's status, once; the
+        answer's body, still to be read."""
+        if self._chunks is None:
+            key = await self._directory.key(
+                self._session, self._map, timeout=self._timeout, max_retries=self._max_retries
+            )
+            call = self._call = data_call(key, self._variables)
+            self._parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
+            stream = self._session.stream(
+                call, timeout=self._timeout, max_retries=self._max_retries
+            )
+            self._chunks = await self._held.enter_async_context(stream)
+        return self._chunks
+
     async def _generate(self) -> AsyncGenerator[Row, None]:
-        key = await self._directory.key(
-            self._session, self._map, timeout=self._timeout, max_retries=self._max_retries
-        )
-        call = data_call(key, self._variables)
-        parser = self._parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
-        stream = self._session.stream(call, timeout=self._timeout, max_retries=self._max_retries)
-        async with stream as chunks:
+        async with self._held:
+            chunks = await self._send()
+            parser = self._parser
+            assert parser is not None
             async for chunk in chunks:
                 for table, row in parser.feed(chunk):
                     if self.table is None:
@@ -113,17 +147,32 @@ class RowStream:
                 self.table = table
             if table == self.table:
                 yield row
-        held = self.tables
-        if self.table is not None and held and self.table not in held:
-            # A table without rows is not in the answer at all, so this may be right
-            # (no rows today) or a misspelt name: say so, do not fail.
-            logger.warning(
-                "the %s answer for map %s has no rows of table %r (it has rows of %s)",
-                call.endpoint,
-                key,
-                self.table,
-                ", ".join(map(repr, held)),
+        self._check_table()
+
+    def _check_table(self) -> None:
+        """At the end: the table read had no rows. A table without rows is not in the
+        answer at all, so this may be right (no rows today) or a misspelt name: a
+        warning, or ``UnknownTableError`` when ``strict``."""
+        held, call = self.tables, self._call
+        assert call is not None
+        if self.table in held or not (held or self._strict):
+            return
+        if self._strict:
+            raise UnknownTableError(
+                f"the {call.endpoint} answer for map {call.map_key} has no rows of "
+                + (f"table {self.table!r}" if self.table is not None else "any table")
+                + "; it holds "
+                + (", ".join(map(repr, held)) or "no rows at all"),
+                table=self.table,
+                tables=held,
             )
+        logger.warning(
+            "the %s answer for map %s has no rows of table %r (it has rows of %s)",
+            call.endpoint,
+            call.map_key,
+            self.table,
+            ", ".join(map(repr, held)),
+        )
 
 
 class Data:
@@ -161,10 +210,13 @@ class Data:
         variables: Mapping[str, str] | None = None,
         *,
         table: str | None = None,
+        strict: bool = False,
         timeout: Timeout | float | None = None,
         max_retries: int | None = None,
     ) -> RowStream:
         """The rows of ``map``'s source data, parsed as they arrive, in constant memory.
+        Use it as ``async with ... as rows`` to have the request sent, and its errors
+        raised, on entering (see ``RowStream``).
 
         Yields the rows of ``table`` (default: the first table of the answer), the same
         rows ``get_all`` returns for it, except that a row streamed before a column first
@@ -172,12 +224,14 @@ class Data:
         An answer that holds rows of other tables but none of ``table`` yields nothing
         and logs a warning naming them, once it has been read (a table with no rows is
         not in the answer, so a misspelt name and an empty table look alike); the
-        stream's ``tables`` names them too.
+        stream's ``tables`` names them too. ``strict=True``, for a table you know is
+        never empty, raises ``UnknownTableError`` at the end instead, also when the
+        answer holds no rows at all.
         A failure before the answer starts is retried like any read; a failure while it
         streams is raised (no row is ever yielded twice).
         """
         return RowStream(
-            self._session, self._directory, map, variables, table, timeout, max_retries
+            self._session, self._directory, map, variables, table, timeout, max_retries, strict
         )
 
     async def get_many(

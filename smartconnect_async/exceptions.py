@@ -7,6 +7,7 @@
     ``RateLimitError`` 429, ``ServerError`` 5xx
     ``ResponseParseError`` (a malformed, unexpected or hostile answer)
     ``UnknownMapError`` (a map name that is absent or ambiguous)
+    ``UnknownTableError`` (``iter_rows(strict=True)``: no rows of the table asked for)
     ``RunOutcomeUnknown`` (a run may have reached the server; it is never re-sent)
     ``MapRunFailed`` (a run finished with a failure status or errors)
     ``ClientClosedError`` (the client was used after it was closed)
@@ -39,6 +40,7 @@ __all__ = [
     "ServerError",
     "SmartConnectError",
     "UnknownMapError",
+    "UnknownTableError",
 ]
 
 
@@ -155,6 +157,16 @@ class UnknownMapError(SmartConnectError, LookupError):
         super().__init__(message)
         self.map = map
         self.candidates = tuple(candidates)
+
+
+class UnknownTableError(SmartConnectError, LookupError):
+    """``iter_rows(..., strict=True)`` read an answer that holds no rows of the table
+    asked for (``table``; ``None``: any table). ``tables`` names those it holds."""
+
+    def __init__(self, message: str, *, table: str | None, tables: Sequence[str]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.tables = tuple(tables)
 
 
 class RunOutcomeUnknown(SmartConnectError):

@@ -450,14 +450,14 @@ def data(
 
     async def command() -> int:
         async with open_client(state) as conn:
-            rows = conn.sc.data.iter_rows(map_ref, variables or None, table=table_name)
+            rows = conn.sc.data.iter_rows(
+                map_ref, variables or None, table=table_name, strict=strict
+            )
             started = time.perf_counter()
             with _output_stream(output) as stream:
                 writer = _writer(fmt, stream, state)
                 count = await _export(rows, writer, state, map_ref, show_progress)
-                if strict and rows.table not in rows.tables:
-                    raise CommandError(f"data: map {map_ref!r}: {_no_rows_of(rows)}")
-                writer.close()
+                writer.close()  # not reached when strict finds no rows: nothing written
             elapsed = time.perf_counter() - started
         if output is not None or show_progress:
             where = f" to {output}" if output is not None else ""
@@ -472,12 +472,6 @@ def data(
         return EXIT_OK
 
     run_command(state, command, what="data", map_name=map_ref)
-
-
-def _no_rows_of(rows: RowStream) -> str:
-    """Says that the answer read by ``rows`` held no rows of its table, and what it held."""
-    held = ", ".join(map(repr, rows.tables)) or "no rows at all"
-    return f"the answer has no rows of table {rows.table!r}; it holds {held}"
 
 
 def _writer(fmt: str, stream: IO[str], state: State) -> RowWriter:

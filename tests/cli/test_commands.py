@@ -17,6 +17,7 @@ from smartconnect_async import Row, SmartConnect, hash_password
 from smartconnect_async.cli._commands import FORMATS
 from smartconnect_async.emulator import (
     IMPORT_CUSTOMERS_KEY,
+    IMPORT_SALES_ORDERS_KEY,
     POST_CASH_RECEIPTS_KEY,
     DemoCredential,
     Emulator,
@@ -445,8 +446,8 @@ def test_data_strict_table_without_rows_is_exit_1_and_writes_nothing(
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
-        "error: data: map 'Import Sales Orders': the answer has no rows of table 'Nope'; "
-        "it holds 'Header', 'Line'"
+        f"error: data: map 'Import Sales Orders': the GetAllData answer for map "
+        f"{IMPORT_SALES_ORDERS_KEY} has no rows of table 'Nope'; it holds 'Header', 'Line'"
     )
     assert emulator.counters.calls["GetAllData"] == 1
 
@@ -468,7 +469,8 @@ def test_data_strict_table_of_an_empty_answer_is_exit_1(run_cli) -> None:
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == (
-        "error: data: map 'Import Vendors': the answer has no rows of table 'Vendors'; "
+        "error: data: map 'Import Vendors': the GetAllDataWithVariables answer for map "
+        "9c0d4e21-7f3a-4b86-8d12-abb300a1b2c3 has no rows of table 'Vendors'; "
         "it holds no rows at all\n"
     )
 

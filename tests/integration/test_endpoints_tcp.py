@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import anyio
 import pytest
-from integration_support import LoopbackServer, MakeClient, source_rows
+from integration_support import LoopbackServer, MakeClient, PoolIdle, source_rows
 
 from smartconnect_async import (
     AuthenticationError,
@@ -394,6 +394,20 @@ async def test_iter_rows_of_a_second_table(sc: SmartConnect, emulator: Emulator)
     async with sc.data.iter_rows(IMPORT_SALES_ORDERS_KEY, table="Line") as stream:
         lines = [row async for row in stream]
     assert lines == source_rows(emulator, IMPORT_SALES_ORDERS_KEY, 1)
+
+
+async def test_iter_rows_sends_on_entering_and_raises_there(
+    sc: SmartConnect, emulator: Emulator, assert_pool_idle: PoolIdle
+) -> None:
+    other_key = _key_of(emulator, "DEMO02", "Export Items")
+    stream = sc.data.iter_rows(other_key)
+    with pytest.raises(NotFoundError):
+        await stream.__aenter__()  # what ``async with`` does, before the first row
+    await stream.aclose()
+    async with sc.data.iter_rows(IMPORT_SALES_ORDERS_KEY, table="Line") as entered:
+        assert emulator.counters.calls["GetAllData"] == 2  # sent on entering; left unread
+    assert entered.tables == ()
+    await assert_pool_idle(sc)
 
 
 async def test_get_all_with_variables_filters_the_source(

@@ -27,10 +27,12 @@ from smartconnect_async import (
     APIConnectionError,
     ClientClosedError,
     DataSet,
+    NotFoundError,
     ResponseParseError,
     Row,
     RowStream,
     SmartConnect,
+    UnknownTableError,
 )
 
 pytestmark = pytest.mark.anyio
@@ -53,6 +55,11 @@ async def _read(sc: SmartConnect, method: str) -> list[Row]:
     if method == "get_all":
         return (await sc.data.get_all(GUID_CUSTOMERS)).rows
     return [row async for row in sc.data.iter_rows(GUID_CUSTOMERS)]
+
+
+async def _drain(rows: RowStream) -> None:
+    async for _ in rows:
+        pass
 
 
 def _streamed(stream: ChunkStream) -> httpx.Response:
@@ -351,6 +358,79 @@ async def test_iter_rows_sends_nothing_until_iterated() -> None:
             assert not route.called
             await rows.aclose()
     assert not route.called
+
+
+async def test_entering_iter_rows_sends_the_request_and_raises_its_error() -> None:
+    with mock_api() as api:
+        route = api.post("/GetAllData").respond(404, json={"Message": "no such map"})
+        async with client() as sc:
+            stream = sc.data.iter_rows(GUID_CUSTOMERS)
+            assert not route.called
+            with pytest.raises(NotFoundError):
+                await stream.__aenter__()  # as ``async with`` does: before any row
+            assert route.call_count == 1
+            await stream.aclose()
+    assert route.call_count == 1
+
+
+async def test_entered_iter_rows_reads_the_answer_it_sent_for() -> None:
+    with mock_api() as api:
+        route = api.post("/GetAllData").mock(return_value=_streamed(ChunkStream(TWO_TABLES)))
+        async with client() as sc:
+            async with sc.data.iter_rows(GUID_CUSTOMERS) as rows:
+                assert route.call_count == 1  # sent on entering
+                assert rows.columns == ()  # no row read yet
+                first = await rows.__anext__()
+                assert rows.columns == ("Id", "Name")
+                rest = [row async for row in rows]
+            assert rows.tables == ("Customers", "Contacts")
+    assert [first, *rest] == [{"Id": str(i), "Name": f"Customer {i}"} for i in range(40)]
+    assert route.call_count == 1
+
+
+async def test_entered_iter_rows_left_unread_releases_the_answer() -> None:
+    with mock_api() as api:
+        stream = ChunkStream(TWO_TABLES, size=64)
+        api.post("/GetAllData").mock(return_value=_streamed(stream))
+        async with client() as sc:
+            async with sc.data.iter_rows(GUID_CUSTOMERS):
+                pass
+            assert stream.closed  # on leaving the block, nothing read
+
+
+@pytest.mark.parametrize(
+    ("table", "answer", "message"),
+    [
+        ("Nope", TWO_TABLES, "no rows of table 'Nope'; it holds 'Customers', 'Contacts'"),
+        ("Nope", data_answer("<MyDataSet />"), "no rows of table 'Nope'; it holds no rows at all"),
+        (None, data_answer("<MyDataSet />"), "no rows of any table; it holds no rows at all"),
+    ],
+)
+async def test_strict_iter_rows_raises_unknown_table_at_the_end(
+    caplog: pytest.LogCaptureFixture, table: str | None, answer: bytes, message: str
+) -> None:
+    with mock_api() as api:
+        api.post("/GetAllData").mock(return_value=_streamed(ChunkStream(answer, size=64)))
+        async with (
+            client() as sc,
+            sc.data.iter_rows(GUID_CUSTOMERS, table=table, strict=True) as rows,
+        ):
+            with pytest.raises(UnknownTableError) as info:
+                await _drain(rows)
+    assert str(info.value) == f"the GetAllData answer for map {GUID_CUSTOMERS} has {message}"
+    assert info.value.table == table
+    assert info.value.tables == rows.tables
+    assert not caplog.records  # an error instead of the warning
+
+
+async def test_strict_iter_rows_of_a_table_with_rows_reads_them() -> None:
+    with mock_api() as api:
+        api.post("/GetAllData").mock(return_value=_streamed(ChunkStream(TWO_TABLES, size=64)))
+        async with client() as sc:
+            rows = sc.data.iter_rows(GUID_CUSTOMERS, table="Contacts", strict=True)
+            read = [row async for row in rows]
+    assert read == [{"Id": "1", "Email": "a@example.com"}, {"Id": "2", "Email": None}]
+    assert rows.columns == ("Id", "Email")
 
 
 async def test_iter_rows_failure_while_streaming_is_raised_not_retried(
