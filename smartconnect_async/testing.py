@@ -1,13 +1,16 @@
 """Pytest fixtures for testing code that uses smartconnect_async, against the emulator.
 
 Installed as a pytest plugin (entry point ``pytest11``); the fixtures need the
-``emulator`` extra and, for the async client fixture, anyio's pytest plugin (mark the
-test ``@pytest.mark.anyio``):
+``emulator`` extra. They are plain (not async) fixtures, so async tests may run them
+under anyio's plugin (``@pytest.mark.anyio``) or pytest-asyncio's, in its strict mode
+(``@pytest.mark.asyncio``) as in its auto mode:
 
 - ``smartconnect_emulator``: a fresh ``Emulator`` (seeded tenant, default sizes).
 - ``smartconnect_credentials``: ``Credentials`` of the emulator's first demo user.
-- ``smartconnect_client``: a ``SmartConnect`` bound in-process to the emulator (no
-  socket), closed after the test.
+- ``smartconnect_client``: a ``SmartConnect`` bound in-process to the emulator, through
+  httpx's ASGI transport: no socket, so nothing is left to close. Without a socket only
+  ``Timeout.total`` bounds a call: to see a latency fault trip a ``read`` timeout, use
+  ``smartconnect_server``.
 - ``smartconnect_server``: the emulator served by uvicorn on a free 127.0.0.1 port:
   ``.api_url``, ``.emulator``.
 
@@ -28,6 +31,8 @@ from .client import SmartConnect
 from .models import Credentials
 
 if TYPE_CHECKING:
+    import httpx
+
     from .emulator import Emulator
 
 __all__ = [
@@ -58,16 +63,22 @@ async def emulator_client(
     """``async with emulator_client(emulator, credentials) as sc``: a ``SmartConnect``
     talking to ``emulator`` in-process, through httpx's ASGI transport (no socket).
     ``options`` go to ``SmartConnect``."""
+    http, client = _in_process(emulator, credentials, **options)
+    async with http, client:
+        yield client
+
+
+def _in_process(
+    emulator: Emulator, credentials: Credentials, **options: Any
+) -> tuple[httpx.AsyncClient, SmartConnect]:
+    """A client of ``emulator`` through httpx's ASGI transport (which holds no socket),
+    and the httpx client under it."""
     import httpx
 
     from .emulator import create_app
 
-    transport = httpx.ASGITransport(app=create_app(emulator))
-    async with (
-        httpx.AsyncClient(transport=transport) as http,
-        SmartConnect(IN_PROCESS_URL, credentials, http_client=http, **options) as client,
-    ):
-        yield client
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(emulator)))
+    return http, SmartConnect(IN_PROCESS_URL, credentials, http_client=http, **options)
 
 
 @pytest.fixture
@@ -88,12 +99,12 @@ def smartconnect_credentials() -> Credentials:
 
 
 @pytest.fixture
-async def smartconnect_client(
+def smartconnect_client(
     smartconnect_emulator: Emulator, smartconnect_credentials: Credentials
-) -> AsyncIterator[SmartConnect]:
-    """A client bound in-process to ``smartconnect_emulator``."""
-    async with emulator_client(smartconnect_emulator, smartconnect_credentials) as client:
-        yield client
+) -> SmartConnect:
+    """A client bound in-process to ``smartconnect_emulator`` (a plain fixture: it works
+    under anyio and pytest-asyncio alike, and holds nothing that needs closing)."""
+    return _in_process(smartconnect_emulator, smartconnect_credentials)[1]
 
 
 @pytest.fixture

@@ -30,6 +30,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 # ---- the plugin as pytest loads it --------------------------------------------------------
 
+# pytest-asyncio (installed for the tests below) asks for its loop scope to be set.
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+
 PLUGIN_CONFTEST = """
 import pytest
 
@@ -91,6 +94,7 @@ def _entry_point_registered() -> bool:
 
 @pytest.mark.parametrize("loaded_by", ["pytest_plugins", "entry_point"])
 def test_the_fixtures_work_as_a_plugin(pytester: pytest.Pytester, loaded_by: str) -> None:
+    pytester.makeini(INI)
     args = ["-p", "no:cacheprovider", "-q"]
     if loaded_by == "pytest_plugins":
         # As a user without the entry point would load it (the entry point, if installed,
@@ -107,6 +111,42 @@ def test_the_fixtures_work_as_a_plugin(pytester: pytest.Pytester, loaded_by: str
     result = pytester.runpytest_inprocess(*args)
     # 2 async tests and the override test on 2 loops each, 1 sync test.
     result.assert_outcomes(passed=7)
+
+
+ASYNCIO_TESTS = """
+import pytest
+
+from smartconnect_async import APITimeoutError, SmartConnect, Timeout
+from smartconnect_async.emulator import Emulator
+from smartconnect_async.testing import emulator_client
+
+{mark}
+
+
+async def test_client(smartconnect_client, smartconnect_emulator):
+    assert isinstance(smartconnect_client, SmartConnect)
+    assert len(await smartconnect_client.maps.list()) == 6
+    assert smartconnect_emulator.counters.calls == {{"GetToken": 1, "GetMapList": 1}}
+
+
+async def test_a_latency_fault_in_process_trips_the_total_timeout(smartconnect_credentials):
+    # No socket in process: Timeout.total bounds the call, not read.
+    emulator = Emulator(faults=[{{"kind": "latency", "ms": 3000, "endpoints": ["GetMapList"]}}])
+    timeout = Timeout(10, total=0.3)
+    async with emulator_client(emulator, smartconnect_credentials, timeout=timeout) as sc:
+        with pytest.raises(APITimeoutError):
+            await sc.maps.list()
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_the_fixtures_work_under_pytest_asyncio(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makeini(INI)
+    mark = "pytestmark = pytest.mark.asyncio" if mode == "strict" else ""
+    pytester.makepyfile(test_user_code=ASYNCIO_TESTS.format(mark=mark))
+    args = ["-p", "no:cacheprovider", "-q", "-p", "no:anyio"]
+    result = pytester.runpytest_inprocess(*args, f"--asyncio-mode={mode}", "-W", "error")
+    result.assert_outcomes(passed=2)
 
 
 # ---- the fixtures imported directly --------------------------------------------------------
@@ -157,6 +197,7 @@ async def test_emulator_client_takes_options_and_sees_faults(
 def test_pytest_plugins_and_the_entry_point_together(pytester: pytest.Pytester) -> None:
     if not _entry_point_registered():
         pytest.skip("the pytest11 entry point of smartconnect_async is not installed")
+    pytester.makeini(INI)
     pytester.makeconftest(
         PLUGIN_CONFTEST.format(plugins='pytest_plugins = ["smartconnect_async.testing"]')
     )
