@@ -7,6 +7,7 @@ one action), process it, answer it (or drop / truncate the answer).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -18,7 +19,7 @@ import anyio.to_thread
 import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -50,6 +51,7 @@ INLINE_BODY_BYTES = 16_384
 ones in a worker thread."""
 
 T = TypeVar("T")
+logger = logging.getLogger("smartconnect_async.emulator")
 
 
 async def _work(inline: bool, work: Callable[[], T]) -> T:
@@ -470,9 +472,22 @@ def _admin_routes(emulator: Emulator) -> list[Route]:
     ]
 
 
+def _client_disconnected(request: Request, exc: Exception) -> Response:
+    """A client that hung up before sending its whole body: one log line, no answer."""
+    logger.info(
+        "client disconnected before the request body was complete: %s %s",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=400)  # goes nowhere: the connection is gone
+
+
 def create_app(emulator: Emulator | None = None) -> Starlette:
     """The emulator's ASGI app; the API Url is ``<origin>/API``."""
     emulator = emulator if emulator is not None else Emulator()
-    app = EmulatorApp(routes=[*_admin_routes(emulator), Route("/{path:path}", _Api(emulator))])
+    app = EmulatorApp(
+        routes=[*_admin_routes(emulator), Route("/{path:path}", _Api(emulator))],
+        exception_handlers={ClientDisconnect: _client_disconnected},
+    )
     app.emulator = emulator
     return app
