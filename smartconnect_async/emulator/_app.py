@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -61,6 +62,17 @@ async def _work(inline: bool, work: Callable[[], T]) -> T:
 
 _JSON_BODY_TYPES = ("application/json", "text/json")
 _XML_BODY_TYPES = ("application/xml", "text/xml")
+_LONG = re.compile(r"\s*[+-]?0*[0-9]{1,19}\s*", re.ASCII)
+"""A long (Int64) as ASP.NET's model binding reads one: ASCII digits, an optional sign and
+surrounding white space; the range is checked after."""
+
+
+def load_json(body: bytes) -> Any:
+    """``json.loads``, a document nested too deeply to read being a ValueError like any other."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
 
 
 class ApiError(Exception):
@@ -224,7 +236,7 @@ class _Api:
             return {}
         _require_body_type(request, _JSON_BODY_TYPES)
         try:
-            data = json.loads(body)
+            data = load_json(body)
         except ValueError as exc:
             raise ApiError(400, f"The variables are not valid JSON: {exc}.") from None
         shape = 'a JSON array of {"Key": "GBL_NAME", "Value": "value"} objects'
@@ -317,10 +329,9 @@ class _Api:
             request, "tenantServer", "tenantTechnicalName", "runNumber"
         )
         server, name, raw_number = query.require("tenantServer", "tenantTechnicalName", "runNumber")
-        try:
-            number = int(raw_number)
-        except ValueError:
-            raise ApiError(400, f"The value '{raw_number}' is not a valid run number.") from None
+        number = int(raw_number) if _LONG.fullmatch(raw_number) else None
+        if number is None or not -(2**63) <= number < 2**63:
+            raise ApiError(400, f"The value '{raw_number}' is not a valid run number.")
         return json_response(self.emulator.save_process_errors(map_def, number, server, name))
 
 
@@ -429,7 +440,7 @@ def _admin_routes(emulator: Emulator) -> list[Route]:
     async def faults(request: Request) -> Response:
         if request.method == "POST":
             try:
-                emulator.set_faults(json.loads(await request.body() or b"[]"))
+                emulator.set_faults(load_json(await request.body() or b"[]"))
             except ValueError as exc:
                 return json_response(f"Invalid fault rules: {exc}", 400)
         elif request.method == "DELETE":
@@ -443,11 +454,14 @@ def _admin_routes(emulator: Emulator) -> list[Route]:
     async def clock(request: Request) -> Response:
         if request.method == "POST":
             try:
-                data = json.loads(await request.body() or b"{}")
+                data = load_json(await request.body() or b"{}")
                 if not isinstance(data, dict):
                     raise ValueError("expected a JSON object")
                 if "advance_seconds" in data:
-                    emulator.advance_clock(float(data["advance_seconds"]))
+                    seconds = data["advance_seconds"]
+                    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                        raise ValueError(f"'advance_seconds' must be a number, got {seconds!r}")
+                    emulator.advance_clock(seconds)
                 elif "now" in data:
                     emulator.set_clock(datetime.fromisoformat(str(data["now"])))
                 else:

@@ -135,7 +135,7 @@ def _parse(body: bytes | str, what: str) -> Element:
         raise XmlBodyError(f"{what}: entity declarations are not allowed.") from None
     except defusedxml.ExternalReferenceForbidden:
         raise XmlBodyError(f"{what}: external references are not allowed.") from None
-    except ParseError as exc:
+    except (ParseError, LookupError, ValueError) as exc:  # ValueError, LookupError: encodings
         raise XmlBodyError(f"{what} is not well-formed XML: {exc}.") from None
     return root
 
