@@ -1,24 +1,27 @@
 """The Starlette app: the SmartConnect API under ``/API`` and admin routes under ``/_emulator``.
 
 Each API call goes: count it, apply the rate limit, apply faults (latency, then at most
-one action), process it, answer it (or drop / truncate the answer).
+one action), negotiate Accept (or 406), process it, answer it in the negotiated format
+(or drop / truncate the answer).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
 import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -27,12 +30,13 @@ from ._catalog import MapDef
 from ._connections import transport_for
 from ._endpoints import canonical
 from ._faults import FaultRule
+from ._negotiation import JSON_MEDIA, XML_MEDIA, negotiate
 from ._pages import ASPNET_RUNTIME_ERROR_PAGE, hostile_xml, iis_error_page, status_message
 from ._ratelimit import RateState
 from ._runs import RunRecord
 from ._state import Emulator
 from ._tokens import TokenRecord
-from ._xml import XmlBodyError, parse_data_table, parse_run_xml
+from ._xml import XmlBodyError, data_contract_xml, parse_data_table, parse_run_xml
 
 JSON_TYPE = "application/json; charset=utf-8"
 XML_TYPE = "application/xml; charset=utf-8"
@@ -50,6 +54,7 @@ INLINE_BODY_BYTES = 16_384
 ones in a worker thread."""
 
 T = TypeVar("T")
+logger = logging.getLogger("smartconnect_async.emulator")
 
 
 async def _work(inline: bool, work: Callable[[], T]) -> T:
@@ -57,23 +62,55 @@ async def _work(inline: bool, work: Callable[[], T]) -> T:
     return work() if inline else await anyio.to_thread.run_sync(work)
 
 
-_JSON_BODY_TYPES = ("application/json", "text/json")
-_XML_BODY_TYPES = ("application/xml", "text/xml")
+DATA_ENDPOINTS = frozenset({"GetAllData", "GetAllDataWithVariables"})
+"""Endpoints that answer XML only (PROTOCOL.md): an Accept that excludes XML is a 406."""
+_LONG = re.compile(r"\s*[+-]?0*[0-9]{1,19}\s*", re.ASCII)
+"""A long (Int64) as ASP.NET's model binding reads one: ASCII digits, an optional sign and
+surrounding white space; the range is checked after."""
+
+
+def load_json(body: bytes) -> Any:
+    """``json.loads``, a document nested too deeply to read being a ValueError like any other."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
 
 
 class ApiError(Exception):
-    """An error answer: ``status`` with ``message`` as a JSON string (or a JSON ``body``)."""
+    """An error answer: ``status`` with ``message`` (a string in the negotiated format)."""
 
-    def __init__(self, status: int, message: str, *, body: Any = None) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.body = message if body is None else body
+        self.message = message
+
+
+class Answer(NamedTuple):
+    """A value to answer in the negotiated format; ``contract`` names its data contract
+    (an object's, or a list's items') for XML."""
+
+    value: Any
+    contract: str = ""
+    status: int = 200
+
+    def response(self, media: str) -> Response:
+        """The answer written as ``media`` (a JSON or an XML media type)."""
+        if media in JSON_MEDIA:
+            text = json_text(self.value)
+        else:
+            text = data_contract_xml(self.value, self.contract)
+        return Response(text, self.status, media_type=f"{media}; charset=utf-8")
+
+
+def json_text(data: Any) -> str:
+    """Compact JSON, as Json.NET writes it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """Compact JSON, as Json.NET writes it, typed ``application/json; charset=utf-8``."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return Response(text, status, headers, media_type=JSON_TYPE)
+    """Compact JSON typed ``application/json; charset=utf-8``."""
+    return Response(json_text(data), status, headers, media_type=JSON_TYPE)
 
 
 class _Query:
@@ -109,7 +146,7 @@ def _require_body_type(request: Request, accepted: tuple[str, ...]) -> None:
         )
 
 
-Handler = Callable[[Request, str], Awaitable[Response]]
+Handler = Callable[[Request, str], Awaitable[Response | Answer]]
 
 
 class _Api:
@@ -177,11 +214,7 @@ class _Api:
                 await _with_rate(_fault_response(action), rate)(scope, receive, send)
                 return
 
-        try:
-            response = await self.handlers[endpoint](request, endpoint)
-        except ApiError as error:
-            response = json_response(error.body, error.status)
-
+        response = await self._respond(request, endpoint)
         if action is not None and action.kind == "drop_after":
             await _drop(scope, receive)
         elif action is not None and action.kind == "status":
@@ -190,6 +223,20 @@ class _Api:
             await _truncate(_with_rate(response, rate), action, scope, receive, send)
         else:
             await _with_rate(response, rate)(scope, receive, send)
+
+    async def _respond(self, request: Request, endpoint: str) -> Response:
+        """The answer of ``endpoint`` in the media type Accept asks for, or a 406 (empty,
+        as ASP.NET's). ASP.NET negotiates once the action has run; the emulator refuses
+        first, so nothing runs."""
+        accept = ",".join(request.headers.getlist("accept"))
+        media = negotiate(accept, JSON_MEDIA, XML_MEDIA)
+        if media is None or (endpoint in DATA_ENDPOINTS and negotiate(accept, XML_MEDIA) is None):
+            return Response(status_code=406)
+        try:
+            answer = await self.handlers[endpoint](request, endpoint)
+        except ApiError as error:
+            answer = Answer(error.message, status=error.status)
+        return answer if isinstance(answer, Response) else answer.response(media)
 
     # -- helpers -----------------------------------------------------------------------
     def _auth(self, query: _Query) -> TokenRecord:
@@ -220,9 +267,9 @@ class _Api:
         body = await request.body()
         if not body.strip():
             return {}
-        _require_body_type(request, _JSON_BODY_TYPES)
+        _require_body_type(request, JSON_MEDIA)
         try:
-            data = json.loads(body)
+            data = load_json(body)
         except ValueError as exc:
             raise ApiError(400, f"The variables are not valid JSON: {exc}.") from None
         shape = 'a JSON array of {"Key": "GBL_NAME", "Value": "value"} objects'
@@ -240,33 +287,34 @@ class _Api:
         return variables
 
     # -- endpoints ---------------------------------------------------------------------
-    async def get_token(self, request: Request, endpoint: str) -> Response:
+    async def get_token(self, request: Request, endpoint: str) -> Answer:
         email, password, company = _Query(request).require("email", "password", "companyId")
         token = self.emulator.authenticate(email, password, company)
         if token is None:
             raise ApiError(401, "Invalid email, password or company id.")
-        return json_response(token)
+        return Answer(token)
 
-    async def validate(self, request: Request, endpoint: str) -> Response:
+    async def validate(self, request: Request, endpoint: str) -> Answer:
         (token,) = _Query(request).require("token")
-        return json_response(self.emulator.token_record(token) is not None)
+        return Answer(self.emulator.token_record(token) is not None)
 
-    async def get_map_list(self, request: Request, endpoint: str) -> Response:
+    async def get_map_list(self, request: Request, endpoint: str) -> Answer:
         query = _Query(request)
         query.require("token")
         company = self._auth(query).company_id
-        return json_response(
-            [
-                {"MapKey": m.key, "MapId": m.map_id, "MapDescription": m.description}
-                for m in self.emulator.maps.values()
-                if m.company_id == company and not m.realtime
-            ]
-        )
+        maps = [
+            {"MapKey": m.key, "MapId": m.map_id, "MapDescription": m.description}
+            for m in self.emulator.maps.values()
+            if m.company_id == company and not m.realtime
+        ]
+        return Answer(maps, "MapInfo")
 
-    async def get_map_columns(self, request: Request, endpoint: str) -> Response:
+    async def get_map_columns(self, request: Request, endpoint: str) -> Answer:
         _, map_def = self._authorised_map(request)
         columns = map_def.columns if endpoint == "GetMapColumns" else map_def.mapped
-        return json_response([{"ColumnName": c.name, "IsRequired": c.required} for c in columns])
+        return Answer(
+            [{"ColumnName": c.name, "IsRequired": c.required} for c in columns], "MapColumn"
+        )
 
     async def get_all_data(self, request: Request, endpoint: str) -> Response:
         _, map_def = self._authorised_map(request)
@@ -274,7 +322,7 @@ class _Api:
         chunks = self.emulator.data_chunks(map_def, variables)
         return StreamingResponse(chunks, media_type=XML_TYPE)
 
-    async def run_map(self, request: Request, endpoint: str) -> Response:
+    async def run_map(self, request: Request, endpoint: str) -> Answer:
         _, map_def = self._authorised_map(request)
         variables = await self._variables(request) if endpoint == "RunMapWithVariables" else {}
         run = partial(
@@ -287,11 +335,11 @@ class _Api:
         small = self.emulator.source_size(map_def.source.name) <= INLINE_RUN_ROWS
         return _run_response(await _work(small, run), endpoint)
 
-    async def run_map_posted(self, request: Request, endpoint: str) -> Response:
+    async def run_map_posted(self, request: Request, endpoint: str) -> Answer:
         _, map_def = self._authorised_map(request)
         body = await request.body()
         if body.strip():  # an empty body gets the parser's clearer 400
-            _require_body_type(request, _XML_BODY_TYPES)
+            _require_body_type(request, XML_MEDIA)
         request_id = request.scope.get(REQUEST_ID_KEY, "")
 
         def posted() -> RunRecord:
@@ -310,20 +358,20 @@ class _Api:
             raise ApiError(400, str(exc)) from None
         return _run_response(record, endpoint)
 
-    async def save_process_errors(self, request: Request, endpoint: str) -> Response:
+    async def save_process_errors(self, request: Request, endpoint: str) -> Answer:
         query, map_def = self._authorised_map(
             request, "tenantServer", "tenantTechnicalName", "runNumber"
         )
         server, name, raw_number = query.require("tenantServer", "tenantTechnicalName", "runNumber")
-        try:
-            number = int(raw_number)
-        except ValueError:
-            raise ApiError(400, f"The value '{raw_number}' is not a valid run number.") from None
-        return json_response(self.emulator.save_process_errors(map_def, number, server, name))
+        number = int(raw_number) if _LONG.fullmatch(raw_number) else None
+        if number is None or not -(2**63) <= number < 2**63:
+            raise ApiError(400, f"The value '{raw_number}' is not a valid run number.")
+        return Answer(self.emulator.save_process_errors(map_def, number, server, name))
 
 
-def _run_response(record: RunRecord, endpoint: str) -> Response:
-    return json_response(record.response(validation_errors=endpoint == "RunMapDataTableWithErrors"))
+def _run_response(record: RunRecord, endpoint: str) -> Answer:
+    with_errors = endpoint == "RunMapDataTableWithErrors"
+    return Answer(record.response(validation_errors=with_errors), "RunMapResponse")
 
 
 def _with_rate(response: Response, rate: RateState | None) -> Response:
@@ -427,7 +475,7 @@ def _admin_routes(emulator: Emulator) -> list[Route]:
     async def faults(request: Request) -> Response:
         if request.method == "POST":
             try:
-                emulator.set_faults(json.loads(await request.body() or b"[]"))
+                emulator.set_faults(load_json(await request.body() or b"[]"))
             except ValueError as exc:
                 return json_response(f"Invalid fault rules: {exc}", 400)
         elif request.method == "DELETE":
@@ -441,11 +489,14 @@ def _admin_routes(emulator: Emulator) -> list[Route]:
     async def clock(request: Request) -> Response:
         if request.method == "POST":
             try:
-                data = json.loads(await request.body() or b"{}")
+                data = load_json(await request.body() or b"{}")
                 if not isinstance(data, dict):
                     raise ValueError("expected a JSON object")
                 if "advance_seconds" in data:
-                    emulator.advance_clock(float(data["advance_seconds"]))
+                    seconds = data["advance_seconds"]
+                    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                        raise ValueError(f"'advance_seconds' must be a number, got {seconds!r}")
+                    emulator.advance_clock(seconds)
                 elif "now" in data:
                     emulator.set_clock(datetime.fromisoformat(str(data["now"])))
                 else:
@@ -470,9 +521,22 @@ def _admin_routes(emulator: Emulator) -> list[Route]:
     ]
 
 
+def _client_disconnected(request: Request, exc: Exception) -> Response:
+    """A client that hung up before sending its whole body: one log line, no answer."""
+    logger.info(
+        "client disconnected before the request body was complete: %s %s",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=400)  # goes nowhere: the connection is gone
+
+
 def create_app(emulator: Emulator | None = None) -> Starlette:
     """The emulator's ASGI app; the API Url is ``<origin>/API``."""
     emulator = emulator if emulator is not None else Emulator()
-    app = EmulatorApp(routes=[*_admin_routes(emulator), Route("/{path:path}", _Api(emulator))])
+    app = EmulatorApp(
+        routes=[*_admin_routes(emulator), Route("/{path:path}", _Api(emulator))],
+        exception_handlers={ClientDisconnect: _client_disconnected},
+    )
     app.emulator = emulator
     return app

@@ -170,11 +170,17 @@ def parse_faults(spec: FaultSpec) -> list[FaultRule]:
         for endpoint, items in spec.items():
             if endpoint != "*" and canonical(endpoint) is None:
                 raise ValueError(f"unknown endpoint {endpoint!r}")
+            if not isinstance(items, Iterable):
+                raise ValueError(
+                    f"the rules of {endpoint!r} must be a list or an object, got {items!r}"
+                )
             group = [items] if isinstance(items, Mapping) else list(items)
             rules.extend(FaultRule.from_json(item, endpoint=endpoint) for item in group)
         return rules
     if isinstance(spec, (str, bytes)):
         raise ValueError("fault rules must be JSON data, not a string")
+    if not isinstance(spec, Iterable):
+        raise ValueError(f"fault rules must be a list or an object, got {spec!r}")
     listed: list[Any] = list(spec)
     return [item if isinstance(item, FaultRule) else FaultRule.from_json(item) for item in listed]
 

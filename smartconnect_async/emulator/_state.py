@@ -7,6 +7,7 @@ while ``serve()`` runs the app in its own thread.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import threading
 import uuid
@@ -28,6 +29,9 @@ from ._xml import Tables, iter_dataset_xml
 Clock = Callable[[], datetime]
 FIRST_RUN_NUMBER = 1001
 """Run numbers count up per company from here."""
+CLOCK_RANGE = (datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(9000, 1, 1, tzinfo=timezone.utc))
+"""The emulator's clock stays within these years, far enough from ``datetime``'s limits
+that no time computed from it (a token's expiry, say) overflows."""
 
 
 def _utc_now() -> datetime:
@@ -204,17 +208,37 @@ class Emulator:
         return self._clock().astimezone(timezone.utc) + self._offset
 
     def advance_clock(self, delta: timedelta | float) -> datetime:
-        """Move the clock forward by ``delta`` (a timedelta or seconds); returns the new now."""
-        with self._lock:
-            self._offset += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
-        return self.now()
+        """Move the clock forward by ``delta`` (a timedelta or seconds); returns the new now.
+
+        ValueError for a negative or infinite ``delta``, or one that takes the clock out of
+        ``CLOCK_RANGE``.
+        """
+        if not (delta >= timedelta(0) if isinstance(delta, timedelta) else 0 <= delta < math.inf):
+            raise ValueError("the clock only moves forward, a finite time")
+        return self._move(
+            lambda now: now + (delta if isinstance(delta, timedelta) else timedelta(seconds=delta))
+        )
 
     def set_clock(self, moment: datetime) -> datetime:
-        """Make the clock read ``moment`` (aware) now, and run on from there."""
+        """Make the clock read ``moment`` (aware, within ``CLOCK_RANGE``) now, and run on
+        from there."""
         if moment.tzinfo is None:
             raise ValueError("set_clock needs an aware datetime")
+        return self._move(lambda now: moment)
+
+    def _move(self, to: Callable[[datetime], datetime]) -> datetime:
+        """Make the clock read ``to(now)`` now; ValueError if that is out of ``CLOCK_RANGE``."""
+        earliest, latest = CLOCK_RANGE
         with self._lock:
-            self._offset = moment - self._clock().astimezone(timezone.utc)
+            base = self._clock().astimezone(timezone.utc)
+            try:
+                moment = to(base + self._offset)
+                inside = earliest <= moment < latest
+            except OverflowError:
+                inside = False
+            if not inside:
+                raise ValueError(f"the clock must stay between {earliest.year} and {latest.year}")
+            self._offset = moment - base
         return self.now()
 
     # -- tokens ----------------------------------------------------------------------

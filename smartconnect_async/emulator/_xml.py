@@ -1,4 +1,5 @@
-"""The XML of the wire: the streamed .NET-serialised DataSet, the errors table, posted XML.
+"""The XML of the wire: the streamed .NET-serialised DataSet, the errors table, answers
+as DataContract XML, posted XML.
 
 Posted XML is parsed with defusedxml and DTDs refused outright.
 """
@@ -122,6 +123,45 @@ def errors_table(errors: Iterable[tuple[int, str, str]]) -> str:
     return escape_text(f"<DocumentElement>{rows}</DocumentElement>") if rows else ""
 
 
+DATA_CONTRACT_NS = "http://schemas.datacontract.org/2004/07/SmartConnect.Models"
+"""Namespace of the answers' data contracts. An assumption, like the contract names
+(``MapInfo``, ``MapColumn``, ``ValidationError``; only ``RunMapResponse`` is the
+vendor's): the vendor documents the JSON answers only."""
+_XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+_ITEM_CONTRACTS = {"ValidationErrors": "ValidationError"}
+"""Contract names of the items of list members."""
+
+
+def data_contract_xml(value: Any, contract: str = "") -> str:
+    """A JSON answer as ASP.NET's XmlMediaTypeFormatter writes it (DataContractSerializer).
+
+    A string or boolean is ``<string>`` / ``<boolean>`` in the serialisation namespace;
+    an object is an element named ``contract`` with a child per member, in ordinal
+    order; a list is ``ArrayOf{contract}`` with one ``contract`` element per item.
+    Numbers are written as they are (RunMapResponse ``Status`` too: the vendor does not
+    name RunMapStatus's members).
+    """
+    if isinstance(value, (str, bool)):
+        name = "boolean" if isinstance(value, bool) else "string"
+        return _element(name, value, "", f' xmlns="{SERIALIZATION_NS}"')
+    root = f"ArrayOf{contract}" if isinstance(value, list) else contract
+    return _element(root, value, contract, f' xmlns:i="{_XSI_NS}" xmlns="{DATA_CONTRACT_NS}"')
+
+
+def _element(name: str, value: Any, item: str, attributes: str = "") -> str:
+    if isinstance(value, list):
+        content = "".join(_element(item, member, "") for member in value)
+    elif isinstance(value, dict):
+        content = "".join(
+            _element(key, value[key], _ITEM_CONTRACTS.get(key, "")) for key in sorted(value)
+        )
+    elif isinstance(value, bool):
+        content = "true" if value else "false"
+    else:
+        content = escape_text(str(value))
+    return f"<{name}{attributes}>{content}</{name}>" if content else f"<{name}{attributes} />"
+
+
 def _local(tag: Any) -> str:
     return str(tag).rsplit("}", 1)[-1]
 
@@ -135,7 +175,7 @@ def _parse(body: bytes | str, what: str) -> Element:
         raise XmlBodyError(f"{what}: entity declarations are not allowed.") from None
     except defusedxml.ExternalReferenceForbidden:
         raise XmlBodyError(f"{what}: external references are not allowed.") from None
-    except ParseError as exc:
+    except (ParseError, LookupError, ValueError) as exc:  # ValueError, LookupError: encodings
         raise XmlBodyError(f"{what} is not well-formed XML: {exc}.") from None
     return root
 

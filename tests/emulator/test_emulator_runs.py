@@ -269,6 +269,16 @@ EXTERNAL = (
             b"&lt;DataSet/&gt;</Xml></RequestData>",
             "DTD",
         ),
+        (
+            "runmapdatatable",
+            b"<?xml version='1.0' encoding='no-such-encoding'?><RequestData/>",
+            "not well-formed XML: unknown encoding: no-such-encoding.",
+        ),
+        (
+            "runmapdatatable",
+            b"<?xml version='1.0' encoding='x-mac-japanese'?><RequestData/>",
+            "not well-formed XML: multi-byte encodings are not supported.",
+        ),
     ],
 )
 async def test_bad_posted_xml_is_400_and_runs_nothing(

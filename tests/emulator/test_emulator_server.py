@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -13,7 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from smartconnect_async.emulator import DEMO_CREDENTIALS, Emulator, create_app, serve
+from smartconnect_async.emulator import (
+    DEMO_CREDENTIALS,
+    IMPORT_CUSTOMERS_KEY,
+    Emulator,
+    create_app,
+    serve,
+)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.com", "::"])  # noqa: S104
@@ -47,6 +54,36 @@ def test_idle_connections_are_closed_after_the_keep_alive_timeout(emulator: Emul
             started = time.monotonic()
             assert sock.recv(1) == b""  # the server closes the idle keep-alive connection
             assert 0.5 < time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    "path", ["/API/RunMapWithVariables?token={token}&mapKey={key}", "/_emulator/faults"]
+)
+def test_a_client_gone_mid_body_is_one_log_line(
+    emulator: Emulator, token: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    target = path.format(token=token, key=IMPORT_CUSTOMERS_KEY)
+    with serve(create_app(emulator)) as url:
+        port = httpx.URL(url).port
+        assert port is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                f"POST {target} HTTP/1.1\r\nHost: e\r\nContent-Type: application/json\r\n"
+                'Content-Length: 100\r\n\r\n[{"Key": '.encode()
+            )
+            time.sleep(0.2)  # the app is waiting for the rest of the body
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # anything else it would log
+    assert [(r.name, r.levelno, r.exc_info) for r in caplog.records] == [
+        ("smartconnect_async.emulator", logging.INFO, None)
+    ]
+    assert caplog.records[0].getMessage() == (
+        f"client disconnected before the request body was complete: POST {target.split('?')[0]}"
+    )
+    assert emulator.runs == ()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
