@@ -3,6 +3,7 @@ user passes in with its own event hooks, transports or mounts)."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
@@ -55,14 +56,22 @@ class _HttpxResponse:
         return self._response.headers
 
     async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
-        chunks = self._response.aiter_bytes()
+        inflater = _Inflater.of(self._response.headers.get("content-encoding", ""))
+        response = self._response
+        chunks = response.aiter_bytes() if inflater is None else response.aiter_raw()
         try:
             while True:
                 with _by_deadline(self._deadline):  # each wait, never across the yield
                     chunk = await anext(chunks, None)
+                if inflater is None:
+                    if chunk is None:
+                        return
+                    yield chunk
+                    continue
+                for piece in inflater.pieces(chunk):
+                    yield piece
                 if chunk is None:
                     return
-                yield chunk
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
 
@@ -72,6 +81,52 @@ class _HttpxResponse:
                 return await self._response.aread()
         except httpx.HTTPError as exc:
             raise _failure(exc) from None
+
+
+class _Inflater:
+    """gzip or deflate undone at most ``_INFLATED`` bytes at a time, so that what the
+    caller reads bounds the memory an answer costs. httpx inflates each network read
+    whole: one 64 KiB read of a compressed 512 MiB answer became tens of MiB at once."""
+
+    __slots__ = ("_zlib",)
+
+    def __init__(self, wbits: int) -> None:
+        self._zlib = zlib.decompressobj(wbits)
+
+    @classmethod
+    def of(cls, encoding: str) -> _Inflater | None:
+        """An inflater for ``Content-Encoding: encoding``; ``None`` (httpx decodes, or
+        passes on) for any other."""
+        encoding = encoding.strip().lower()
+        if encoding == "gzip":
+            return cls(16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            return cls(32 + zlib.MAX_WBITS)  # zlib-wrapped, as RFC 9110 says (or gzip)
+        return None
+
+    def pieces(self, data: bytes | None) -> Iterator[bytes]:
+        """What ``data`` inflates to, piece by piece; ``None``: the end of the body."""
+        inflate = self._zlib
+        try:
+            if data is None:
+                rest = inflate.flush()
+                if not inflate.eof:
+                    raise httpx.DecodingError("the compressed answer ends early")
+                yield rest
+                return
+            while data:
+                piece = inflate.decompress(data, _INFLATED)
+                data = inflate.unconsumed_tail
+                if piece:
+                    yield piece
+        except zlib.error as exc:
+            raise httpx.DecodingError(f"the compressed answer is corrupt: {exc}") from None
+
+
+_INFLATED = 1 << 16
+_ACCEPT_ENCODING = "gzip, deflate"
+"""What is asked for: the encodings ``_Inflater`` undoes (not br or zstd, which httpx
+would inflate whole when their libraries are installed)."""
 
 
 @contextmanager
@@ -114,7 +169,7 @@ class HttpxBackend:
         built = self.client.build_request(
             "POST",
             request.url,
-            headers=request.headers,
+            headers={**request.headers, "Accept-Encoding": _ACCEPT_ENCODING},
             content=request.content,
             timeout=httpx.Timeout(
                 t.default, connect=t.connect, read=t.read, write=t.write, pool=t.pool

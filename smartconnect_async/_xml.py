@@ -81,6 +81,34 @@ def _outside(text: str | None, what: str) -> None:
 
 
 _PIECE = 1 << 14
+LONGEST_TOKEN = 1 << 20
+"""Bytes that one tag, attribute value or comment may span at the most: expat 2.5 parses
+an unfinished one again from its start with every piece fed, so one that never ends
+would cost time growing with the square of its length."""
+
+
+class _TokenGuard:
+    """Refuses a document whose parser has made no progress over ``LONGEST_TOKEN``
+    bytes (or characters) fed: one unfinished token."""
+
+    __slots__ = ("_index", "_stalled")
+
+    def __init__(self) -> None:
+        self._index = -1
+        self._stalled = 0
+
+    def fed(self, parser: expat.XMLParserType, size: int, what: str) -> None:
+        """``size`` more bytes went into ``parser``."""
+        index = parser.CurrentByteIndex  # where its unfinished input starts
+        if index != self._index:
+            self._index, self._stalled = index, 0
+            return
+        self._stalled += size
+        if self._stalled > LONGEST_TOKEN:
+            raise ResponseParseError(
+                f"malformed XML in {what}: a tag, attribute or comment runs on for more "
+                f"than {LONGEST_TOKEN:,} bytes"
+            )
 
 
 class _TableBuilder:
@@ -115,6 +143,7 @@ class _TableBuilder:
         self._root_prefixes: set[str] = set()
         self._plain: set[str] = set()  # names checked to have no prefix
         self._rows_seen = 0
+        self._guard = _TokenGuard()
 
     def feed(self, text: str | bytes, final: bool = False) -> None:
         """Parse the next piece of the document (text, or UTF-8 bytes)."""
@@ -135,6 +164,7 @@ class _TableBuilder:
                 parse(text[start : start + _PIECE], last)
             except (expat.ExpatError, ValueError) as exc:
                 raise _parse_failure(exc, self._what) from None
+            self._guard.fed(self._parser, min(_PIECE, size - start), self._what)
             if len(holder):
                 self._collect(last)
 
@@ -345,6 +375,7 @@ class DataSetParser:
         self._start_tag = b""
         self._carry = b""
         self._tail = b""  # the last bytes of text forwarded, to find a "]]>" split in two
+        self._guard = _TokenGuard()  # of the outer document, once expat reads it
         self._owner, self._outer = self._expat()
         self._outer.StartElementHandler = self._head_start
 
@@ -399,6 +430,7 @@ class DataSetParser:
         if self._start_tag:
             self._outer.Parse(self._start_tag, False)
         self._outer.Parse(rest, False)
+        self._guard.fed(self._outer, len(rest), self._what)
 
     def _feed_head(self, chunk: bytes) -> None:
         self._head += chunk
@@ -466,6 +498,7 @@ class DataSetParser:
                 self._feed_fast(chunk)
             elif self._mode is _EXPAT:
                 self._outer.Parse(chunk, False)
+                self._guard.fed(self._outer, len(chunk), self._what)
             else:
                 self._feed_head(chunk)
         except (expat.ExpatError, ValueError) as exc:

@@ -4,6 +4,7 @@ exceptions with their attributes, retries of reads, connection failures, HTML an
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -15,6 +16,7 @@ from unit_support import (
     COLUMNS_JSON,
     COMPANY,
     GUID_CUSTOMERS,
+    GUID_ORDERS,
     MAP_LIST_JSON,
     TOKEN,
     CountedBody,
@@ -641,6 +643,42 @@ async def test_an_answer_over_max_answer_size_is_refused_unread(gzip_it: bool) -
         "the rest was not read"
     )
     assert body.pulled < len(body.chunks)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("GZIP", gzip.compress)],
+)
+async def test_compressed_answers_are_read_and_asked_for_as_gzip_or_deflate(
+    encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    payload = compress(MAP_LIST_JSON)
+    chunks = [payload[i : i + 7] for i in range(0, len(payload), 7)]
+    answer = httpx.Response(200, headers={"Content-Encoding": encoding}, stream=CountedBody(chunks))
+    with mock_api() as api:
+        route = api.post("/GetMapList").mock(return_value=answer)
+        async with client() as sc:
+            maps = await sc.maps.list()
+    assert [m.key for m in maps] == [GUID_CUSTOMERS, GUID_ORDERS]
+    assert route.calls.last.request.headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("compressed", "error"),
+    [
+        (gzip.compress(MAP_LIST_JSON)[:10] + b"\xff" * 40, "is corrupt: Error -3"),
+        (gzip.compress(MAP_LIST_JSON)[:-12], "ends early"),
+    ],
+    ids=["corrupt", "truncated"],
+)
+async def test_a_broken_compressed_answer_is_a_failed_read(compressed: bytes, error: str) -> None:
+    stream = CountedBody([compressed])  # as it came: httpx decodes a given content
+    answer = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=stream)
+    with mock_api() as api:
+        api.post("/GetMapList").mock(return_value=answer)
+        async with client(max_retries=0) as sc:
+            with pytest.raises(APIConnectionError, match=f"the compressed answer {error}"):
+                await sc.maps.list()
 
 
 async def test_a_run_answer_over_max_answer_size_is_outcome_unknown() -> None:

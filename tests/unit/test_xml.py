@@ -25,6 +25,7 @@ from unit_support import (
 
 from smartconnect_async import DataSet, ResponseParseError, Row
 from smartconnect_async._xml import (
+    LONGEST_TOKEN,
     MAX_COLUMNS,
     DataSetParser,
     build_data_table,
@@ -835,6 +836,32 @@ def _feed_all(answer: bytes, chunk: int = 1 << 16) -> None:
     for start in range(0, len(answer), chunk):
         parser.feed(answer[start : start + chunk])
     parser.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        data_answer("<DS><T><A>1</A></T><T" + "x" * (4 << 20)),  # a tag name in the data set
+        data_answer('<DS><T a="' + "x" * (4 << 20)),  # an attribute value
+        (OUTER_OPEN + "&lt;DS&gt;<!--").encode() + b"x" * (4 << 20),  # a comment outside
+    ],
+    ids=["tag", "attribute", "outer-comment"],
+)
+def test_a_token_that_never_ends_is_refused_after_a_mebibyte(answer: bytes) -> None:
+    # expat 2.5 parses an unfinished token again with every piece: time grew with the
+    # square of its length (8 MB: 1.2 s; 64 MB: over 20 s).
+    with pytest.raises(ResponseParseError) as info:
+        _feed_in_chunks(answer, 1 << 16)
+    assert str(info.value) == (
+        "malformed XML in the data answer: a tag, attribute or comment runs on for more than "
+        f"{LONGEST_TOKEN:,} bytes"
+    )
+
+
+def test_a_long_value_is_not_a_long_token() -> None:
+    value = "y" * (4 * LONGEST_TOKEN)  # text is reported as it comes: expat moves on
+    rows = _feed_in_chunks(data_answer(f"<DS><T><A>{value}</A></T></DS>"), 1 << 16)
+    assert rows == [{"A": value}]
 
 
 def test_a_table_widened_past_max_columns_is_refused() -> None:
