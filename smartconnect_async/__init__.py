@@ -7,6 +7,8 @@ async with SmartConnect(api_url, Credentials(email=..., password=..., company_id
         print(m.id)
 """
 
+__version__ = "0.1.0"  # the one place the version is set (pyproject.toml reads it)
+
 from ._redact import redact_url
 from ._tokens import MemoryTokenStore, TokenKey, TokenStore, hash_password
 from .client import SmartConnect
@@ -42,8 +44,6 @@ from .models import (
     Token,
     ValidationFailure,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "APIConnectionError",
