@@ -1,11 +1,15 @@
 """smartconnect_async: an async client for the eOne SmartConnect REST API.
 
+```python
 from smartconnect_async import SmartConnect, Credentials
 
 async with SmartConnect(api_url, Credentials(email=..., password=..., company_id=...)) as sc:
     for m in await sc.maps.list():
         print(m.id)
+```
 """
+
+__version__ = "0.1.0"  # the one place the version is set (pyproject.toml reads it)
 
 from ._redact import redact_url
 from ._tokens import MemoryTokenStore, TokenKey, TokenStore, hash_password
@@ -43,8 +47,6 @@ from .models import (
     Token,
     ValidationFailure,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "APIConnectionError",

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import attrs
 
+from . import __version__
 from ._backend import BackendFailure
 from ._redact import REDACTED, redact
 from .exceptions import (
@@ -61,7 +62,7 @@ T_co = TypeVar("T_co", covariant=True)
 
 JSON = "application/json"
 XML = "application/xml"
-USER_AGENT = "smartconnect-async/0.1.0"
+USER_AGENT = f"smartconnect-async/{__version__}"
 EXCERPT_LENGTH = 200
 """Characters of an error answer kept in an exception's message and ``body``."""
 ANSWER_KEPT = 1 << 16

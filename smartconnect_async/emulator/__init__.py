@@ -3,7 +3,8 @@
 ``create_app(Emulator(...))`` is an ASGI app (the API Url is ``<origin>/API``);
 ``serve(app)`` runs it on loopback in a background thread and yields the API Url;
 ``python -m smartconnect_async.emulator`` serves it in the foreground.
-It is written from PROTOCOL.md alone and imports nothing from the client.
+It is written from the wire protocol (``docs/protocol.md``) alone and imports nothing
+from the client.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ async def _work(inline: bool, work: Callable[[], T]) -> T:
 
 
 DATA_ENDPOINTS = frozenset({"GetAllData", "GetAllDataWithVariables"})
-"""Endpoints that answer XML only (PROTOCOL.md): an Accept that excludes XML is a 406."""
+"""Endpoints that answer XML only (docs/protocol.md): an Accept that excludes XML is a 406."""
 _LONG = re.compile(r"\s*[+-]?0*[0-9]{1,19}\s*", re.ASCII)
 """A long (Int64) as ASP.NET's model binding reads one: ASCII digits, an optional sign and
 surrounding white space; the range is checked after."""

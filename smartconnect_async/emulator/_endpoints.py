@@ -1,4 +1,4 @@
-"""The API's endpoint names, as PROTOCOL.md spells them, and their case-insensitive lookup."""
+"""The API's endpoint names, as docs/protocol.md spells them, and their case-insensitive lookup."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def _key_of(emulator: Emulator, company: str, map_id: str) -> str:
 async def test_every_request_sends_the_content_type_and_accept_the_documents_send(
     sc: SmartConnect, server: LoopbackServer
 ) -> None:
-    # PROTOCOL.md: JSON endpoints send Accept: application/json, data endpoints
+    # docs/protocol.md: JSON endpoints send Accept: application/json, data endpoints
     # application/xml; a request with no body sends no Content-Type (the vendor's sample
     # sends none; aiohttp would add application/octet-stream on its own).
     await sc.maps.list()

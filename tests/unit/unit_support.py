@@ -111,7 +111,7 @@ HASH_KEY = "6clDgmNok3WtR8GKYW6N"
 
 
 def independent_hash(password: str) -> str:
-    """PROTOCOL.md's hashed password, computed here without the library."""
+    """The hashed password of docs/protocol.md, computed here without the library."""
     message = f"{password}:{HASH_KEY}".encode()
     digest = hmac.new(HASH_KEY.encode("utf-8"), message, hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
