@@ -76,6 +76,7 @@ class Transport:
         max_connections: int = 100,
         max_concurrent_runs: int = 4,
         max_answer_size: int = 64 << 20,
+        max_columns: int = 4096,
     ) -> None:
         # Every setting was checked by the client that made this.
         self.api_url = api_url.rstrip("/")
@@ -84,6 +85,7 @@ class Transport:
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_answer_size = max_answer_size
+        self.max_columns = max_columns  # for the data parsers (``data.py``)
         self.limits = Limits(
             max_connections=max_connections, max_concurrent_runs=max_concurrent_runs
         )

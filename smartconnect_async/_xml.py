@@ -81,6 +81,11 @@ def _outside(text: str | None, what: str) -> None:
 
 
 _PIECE = 1 << 14
+MAX_COLUMNS = 4096
+"""Columns of one table, and tables of one answer, at the most unless the client's
+``max_columns`` says otherwise: every row is completed to its table's columns, so a
+server adding a column with every row would cost memory and time growing with the
+square of the rows."""
 LONGEST_TOKEN = 1 << 20
 """Bytes that one tag, attribute value or comment may span at the most: expat 2.5 parses
 an unfinished one again from its start with every piece fed, so one that never ends
@@ -126,8 +131,11 @@ class _TableBuilder:
     name is read as ``local`` once its prefix is known to be declared in scope.
     """
 
-    def __init__(self, ready: list[tuple[str, Row]], what: str) -> None:
+    def __init__(
+        self, ready: list[tuple[str, Row]], what: str, max_columns: int = MAX_COLUMNS
+    ) -> None:
         self._what = what
+        self._max_columns = max_columns
         self._ready = ready
         self._owner, parser = _defused_expat("utf-8", namespaces=False)
         builder = TreeBuilder()
@@ -214,9 +222,10 @@ class _TableBuilder:
                 table, row = self._general_row(element, number)
             known = columns.get(table)
             if known is None:
-                if len(columns) >= MAX_COLUMNS:
+                if len(columns) >= self._max_columns:
                     raise ResponseParseError(
-                        f"{self._what} holds more than {MAX_COLUMNS} tables (row {number})"
+                        f"{self._what} holds more than {self._max_columns} tables "
+                        f"(row {number}; max_columns)"
                     )
                 known = columns[table] = dict.fromkeys(row)
             elif row.keys() != known.keys():
@@ -224,10 +233,10 @@ class _TableBuilder:
                     known.setdefault(name)
                 if len(row) != len(known):
                     row = {name: row.get(name) for name in known}
-            if len(known) > MAX_COLUMNS:
+            if len(known) > self._max_columns:
                 raise ResponseParseError(
-                    f"table {table!r} of {self._what} has more than {MAX_COLUMNS} columns "
-                    f"(row {number})"
+                    f"table {table!r} of {self._what} has more than {self._max_columns} "
+                    f"columns (row {number}; max_columns)"
                 )
             ready.append((table, row))
         self._rows_seen = number
@@ -280,10 +289,6 @@ _HEAD, _FAST, _EXPAT = "head", "fast", "expat"
 _LONGEST_REFERENCE = 16
 """Bytes from a ``&`` to its ``;`` at the most (``&#x0010FFFF;`` is 12): text carried
 to the next chunk while a reference is incomplete never grows past this."""
-MAX_COLUMNS = 4096
-"""Columns of one table, and tables of one answer, at the most: every row is completed
-to its table's columns, so a server adding a column with every row would cost memory
-and time growing with the square of the rows."""
 _HEAD_LIMIT = 1 << 16
 _ENCODING_DECL = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _REFERENCE = re.compile(r"&(?:(amp|lt|gt|quot|apos)|#x([0-9A-Fa-f]+)|#([0-9]+));|&")
@@ -364,10 +369,10 @@ class DataSetParser:
     document to the defusedxml parser, so every answer is parsed by the same rules.
     """
 
-    def __init__(self, what: str = "the data answer") -> None:
+    def __init__(self, what: str = "the data answer", max_columns: int = MAX_COLUMNS) -> None:
         self._what = what
         self._ready: list[tuple[str, Row]] = []
-        self._inner = _TableBuilder(self._ready, what)
+        self._inner = _TableBuilder(self._ready, what, max_columns)
         self._depth = 0
         self._root_seen = False
         self._mode = _HEAD
@@ -555,8 +560,8 @@ class DataSetCollector:
     """Builds a whole ``DataSet`` from an answer fed chunk by chunk (the answer itself is
     never held whole)."""
 
-    def __init__(self, what: str = "the data answer") -> None:
-        self._parser = DataSetParser(what)
+    def __init__(self, what: str = "the data answer", max_columns: int = MAX_COLUMNS) -> None:
+        self._parser = DataSetParser(what, max_columns)
         self._tables: dict[str, list[Row]] = {}
 
     def feed(self, chunk: bytes) -> None:
@@ -568,9 +573,11 @@ class DataSetCollector:
         return DataSet(tables=self._tables)
 
 
-def parse_data_set(body: bytes, what: str = "the data answer") -> DataSet:
+def parse_data_set(
+    body: bytes, what: str = "the data answer", max_columns: int = MAX_COLUMNS
+) -> DataSet:
     """A whole GetAllData answer as a ``DataSet``."""
-    collector = DataSetCollector(what)
+    collector = DataSetCollector(what, max_columns)
     step = 1 << 20  # slices bound the copies the text fast path makes
     for start in range(0, len(body), step):
         collector.feed(body[start : start + step])

@@ -70,6 +70,8 @@ class SmartConnect:
       (JSON: map lists, columns, run results); a larger one is ``ResponseParseError``
       (``RunOutcomeUnknown`` for a run) without reading the rest. Data (XML) answers are
       parsed as they stream in and have no such limit.
+    - ``max_columns``: the most columns per table, and tables, of a data answer (every
+      row is completed to its table's columns): more is ``ResponseParseError``.
 
     A setting of the wrong type raises ``TypeError``, one out of range ``ValueError``,
     here rather than on the first call.
@@ -96,6 +98,7 @@ class SmartConnect:
         token_store: TokenStore | None = None,
         refresh_margin: timedelta = timedelta(days=1),
         max_answer_size: int = 64 << 20,
+        max_columns: int = 4096,
         clock: Clock = utc_now,
     ) -> None:
         _check_api_url(api_url)
@@ -106,6 +109,7 @@ class SmartConnect:
         check_count("max_retries", max_retries, minimum=0)
         check_count("max_concurrent_runs", max_concurrent_runs, minimum=1)
         check_count("max_answer_size", max_answer_size, minimum=1024)
+        check_count("max_columns", max_columns, minimum=1)
         _check_keepalive_expiry(keepalive_expiry)
         _check_token_store(token_store)
         _check_refresh_margin(refresh_margin)
@@ -125,6 +129,7 @@ class SmartConnect:
             max_connections=max_connections,
             max_concurrent_runs=max_concurrent_runs,
             max_answer_size=max_answer_size,
+            max_columns=max_columns,
         )
         self._bind(transport, credentials, {}, owner=True, options=(None, None))
 

@@ -11,7 +11,7 @@ from ._batch import gather_outcomes, listed
 from ._json import variables_body
 from ._transport import Session
 from ._wire import JSON, XML, Call
-from ._xml import DataSetCollector, DataSetParser, parse_data_set
+from ._xml import MAX_COLUMNS, DataSetCollector, DataSetParser, parse_data_set
 from .exceptions import UnknownTableError
 from .maps import MapDirectory, MapRef
 from .models import DataRequest, DataSet, Row, Timeout
@@ -21,19 +21,21 @@ logger = logging.getLogger("smartconnect_async")
 __all__ = ["Data", "RowStream", "data_call"]
 
 
-def data_call(map_key: str, variables: Mapping[str, str] | None = None) -> Call[DataSet]:
+def data_call(
+    map_key: str, variables: Mapping[str, str] | None = None, max_columns: int = MAX_COLUMNS
+) -> Call[DataSet]:
     """``GetAllData``, or ``GetAllDataWithVariables`` when there are variables."""
     endpoint = "GetAllDataWithVariables" if variables else "GetAllData"
     what = f"the {endpoint} answer for map {map_key}"
     return Call(
         endpoint,
-        lambda body: parse_data_set(body, what),
+        lambda body: parse_data_set(body, what, max_columns),
         query=(("mapKey", map_key),),
         body=variables_body(variables) if variables else None,
         content_type=JSON if variables else None,
         accept=XML,
         map_key=map_key,
-        incremental=lambda: DataSetCollector(what),
+        incremental=lambda: DataSetCollector(what, max_columns),
     )
 
 
@@ -123,8 +125,9 @@ class RowStream:
             key = await self._directory.key(
                 self._session, self._map, timeout=self._timeout, max_retries=self._max_retries
             )
-            call = self._call = data_call(key, self._variables)
-            self._parser = DataSetParser(f"the {call.endpoint} answer for map {key}")
+            max_columns = self._session.transport.max_columns
+            call = self._call = data_call(key, self._variables, max_columns)
+            self._parser = DataSetParser(f"the {call.endpoint} answer for map {key}", max_columns)
             stream = self._session.stream(
                 call, timeout=self._timeout, max_retries=self._max_retries
             )
@@ -201,7 +204,7 @@ class Data:
         key = await self._directory.key(
             self._session, map, timeout=timeout, max_retries=max_retries
         )
-        call = data_call(key, variables)
+        call = data_call(key, variables, self._session.transport.max_columns)
         return await self._session.call(call, timeout=timeout, max_retries=max_retries)
 
     def iter_rows(

@@ -360,6 +360,28 @@ async def test_iter_rows_sends_nothing_until_iterated() -> None:
     assert not route.called
 
 
+@pytest.mark.parametrize("method", ["get_all", "iter_rows"])
+async def test_max_columns_bounds_a_table(method: str) -> None:
+    wide = data_answer(table_xml({"T": [{"A": "1", "B": "2"}, {"A": "1", "C": "3", "D": "4"}]}))
+    with mock_api() as api:
+        api.post("/GetAllData").respond(200, content=wide, headers=XML_HEADERS)
+        async with client(max_columns=3) as sc:
+            with pytest.raises(ResponseParseError) as info:
+                await _read(sc, method)
+            narrow = client(max_columns=4)
+            async with narrow:
+                assert len(await _read(narrow, method)) == 2
+    assert str(info.value) == (
+        f"{'GetAllData: ' if method == 'get_all' else ''}table 'T' of the GetAllData answer "
+        f"for map {GUID_CUSTOMERS} has more than 3 columns (row 2; max_columns)"
+    )
+
+
+def test_max_columns_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="max_columns"):
+        client(max_columns=0)
+
+
 async def test_entering_iter_rows_sends_the_request_and_raises_its_error() -> None:
     with mock_api() as api:
         route = api.post("/GetAllData").respond(404, json={"Message": "no such map"})
