@@ -23,6 +23,7 @@ from ._catalog import (
     MapDef,
     User,
 )
+from ._data import SOURCES, DataSource, Table
 from ._faults import FaultRule, parse_faults
 from ._ratelimit import RateLimit
 from ._runs import (
@@ -44,12 +45,14 @@ __all__ = [
     "IMPORT_SALES_ORDERS_KEY",
     "POST_CASH_RECEIPTS_KEY",
     "REALTIME_CUSTOMERS_KEY",
+    "SOURCES",
     "STATUS_COMPLETED_WITH_ERRORS",
     "STATUS_FAILED",
     "STATUS_SUCCESS",
     "Column",
     "Company",
     "Counters",
+    "DataSource",
     "DemoCredential",
     "Emulator",
     "FaultRule",
@@ -58,6 +61,7 @@ __all__ = [
     "RunError",
     "RunRecord",
     "SavedErrors",
+    "Table",
     "TokenRecord",
     "User",
     "create_app",

@@ -191,11 +191,13 @@ class Emulator:
             self._users[user.email.lower()] = user
 
     def add_map(self, map_def: MapDef) -> None:
-        """Add (or replace) a map, e.g. a second map with an existing MapId."""
+        """Add (or replace) a map, e.g. a second map with an existing MapId, or one over
+        a ``DataSource`` of your own (its ``default_size`` rows)."""
         if map_def.company_id not in self._companies:
             raise ValueError(f"unknown company {map_def.company_id!r}")
         key = str(uuid.UUID(map_def.key))
         with self._lock:
+            self._sizes.setdefault(map_def.source.name, map_def.source.default_size)
             self._maps[key] = replace(map_def, key=key)
 
     def source_size(self, name: str) -> int:

@@ -4,12 +4,22 @@ it) and when imported directly, on asyncio and trio."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 
 import pytest
 
 from smartconnect_async import Credentials, RunOutcomeUnknown, SmartConnect
-from smartconnect_async.emulator import DEMO_CREDENTIALS, Emulator
+from smartconnect_async.emulator import (
+    DEMO_CREDENTIALS,
+    Column,
+    Company,
+    DataSource,
+    Emulator,
+    MapDef,
+    Table,
+    User,
+)
 from smartconnect_async.testing import EmulatorServer, emulator_client
 
 # The fixtures imported directly (pytest registers them under their own names), so this
@@ -192,6 +202,39 @@ async def test_emulator_client_takes_options_and_sees_faults(
         assert len(emulator.runs) == 1  # processed, then dropped: never re-sent
         assert (await sc.runs.run("Import Customers")).ok
     assert emulator.counters.calls["runmap"] == 2
+
+
+def _contacts(seed: int, size: int) -> Iterator[tuple[str | None, ...]]:
+    """Rows of a data source of the test's own (``(seed, size) -> rows``)."""
+    for i in range(size):
+        yield (f"C{seed}-{i}", f"Contact {i}" if i % 2 == 0 else None)
+
+
+@pytest.mark.anyio
+async def test_a_tenant_of_your_own() -> None:
+    emulator = Emulator()
+    emulator.add_company(Company("ACME", "Acme Corp"))
+    emulator.add_user(User("ops@acme.example", "Acme+Pass/1=", ("ACME",)))
+    contacts = DataSource(
+        "Contacts", "ContactsDS", (Table("Contact", ("Id", "Name"), _contacts),), default_size=3
+    )
+    key = "0b0c3a8e-1d2f-4e5a-9b6c-7d8e9f0a1b2c"
+    columns = (Column("Id", True), Column("Name"))
+    emulator.add_map(MapDef(key, "ACME", "Import Contacts", "Contacts", contacts, columns))
+    acme = Credentials(email="ops@acme.example", password="Acme+Pass/1=", company_id="ACME")
+    async with emulator_client(emulator, acme) as sc:
+        assert [m.id for m in await sc.maps.list()] == ["Import Contacts"]
+        data = await sc.data.get_all("Import Contacts")
+        result = await sc.runs.run_data_table("Import Contacts", [{"Id": "N1"}])
+    assert data.tables == {
+        "Contact": [
+            {"Id": "C0-0", "Name": "Contact 0"},
+            {"Id": "C0-1", "Name": None},
+            {"Id": "C0-2", "Name": "Contact 2"},
+        ]
+    }
+    assert result.ok
+    assert emulator.runs[0].company_id == "ACME"
 
 
 def test_pytest_plugins_and_the_entry_point_together(pytester: pytest.Pytester) -> None:
