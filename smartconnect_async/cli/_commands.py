@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, TextIO, TypeVar, cast
 
 import click
 from rich.markup import escape
@@ -36,6 +37,7 @@ from ._output import (
     CsvWriter,
     JsonWriter,
     NdjsonWriter,
+    ParquetWriter,
     RedactingStream,
     RowWriter,
     Secrets,
@@ -49,8 +51,14 @@ from ._output import (
 __all__ = ["cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-FORMATS = ("table", "csv", "json", "ndjson")
-_SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+FORMATS = ("table", "csv", "json", "ndjson", "parquet")
+_SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".json": "json",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".parquet": "parquet",
+}
 _XML_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 PROGRESS_EVERY = 500
 """Rows between two updates of the progress line."""
@@ -362,7 +370,7 @@ _columns_command("mapped", True, "The destination columns MAP (a MapId or a MapK
 
 
 @contextlib.contextmanager
-def _output_stream(path: Path | None) -> Iterator[IO[str]]:
+def _output_stream(path: Path | None) -> Iterator[TextIO]:
     """stdout, or ``path`` written through a temporary file in the same directory and
     renamed into place only when the export succeeded (no half-written file)."""
     if path is None:
@@ -391,7 +399,7 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-@cli.command(short_help="Stream a map's source data (table, csv, json, ndjson).")
+@cli.command(short_help="Stream a map's source data (table, csv, json, ndjson, parquet).")
 @connection_options
 @click.argument("map_ref", metavar="MAP")
 @var_option
@@ -439,13 +447,20 @@ def data(
             suffix = output.suffix.lower()
             if suffix and suffix not in _SUFFIX_FORMATS:
                 raise click.UsageError(
-                    f"cannot write {suffix} files: name the output .csv, .json, .ndjson or "
-                    "jsonl, or give --format",
+                    f"cannot write {suffix} files: name the output .csv, .json, .ndjson, "
+                    ".jsonl or .parquet, or give --format",
                     ctx=click.get_current_context(),
                 )
             fmt = _SUFFIX_FORMATS.get(suffix, "csv")
         else:
             fmt = "table" if state.out.is_terminal else "csv"
+    if fmt == "parquet":
+        if importlib.util.find_spec("pyarrow") is None:
+            raise click.UsageError(
+                "--format parquet needs pyarrow: pip install 'smartconnect-async[parquet]'"
+            )
+        if output is None and state.out.is_terminal:
+            raise click.UsageError("parquet is binary: give -o FILE, or pipe it")
     show_progress = state.err.is_terminal and (output is not None or not state.out.is_terminal)
 
     async def command() -> int:
@@ -474,7 +489,9 @@ def data(
     run_command(state, command, what="data", map_name=map_ref)
 
 
-def _writer(fmt: str, stream: IO[str], state: State) -> RowWriter:
+def _writer(fmt: str, stream: TextIO, state: State) -> RowWriter:
+    if fmt == "parquet":
+        return ParquetWriter(stream.buffer)  # the file or stdout, as bytes
     if fmt == "csv":
         return CsvWriter(stream)
     if fmt == "json":

@@ -5,6 +5,7 @@ library's logger, and the row writers of ``smartconnect data``."""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import os
@@ -48,6 +49,8 @@ __all__ = [
 REDACTED = "[REDACTED]"
 NON_TERMINAL_WIDTH = 120
 LOOKAHEAD_ROWS = 1000
+PARQUET_ROW_GROUP = 10_000
+"""Rows of one Parquet row group: what a parquet export holds in memory at the most."""
 """Rows read before a CSV header or table layout is fixed (bounded memory)."""
 
 
@@ -318,6 +321,45 @@ class CsvWriter:
         columns = self._rows.columns
         for row in rows:
             self._writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+
+
+class ParquetWriter:
+    """Parquet (pyarrow, extra ``parquet``): every column a string, a null value null;
+    the columns from the first rows, as for CSV; written in row groups of
+    ``PARQUET_ROW_GROUP`` rows, so memory holds one group at the most."""
+
+    def __init__(self, stream: IO[bytes], *, lookahead: int = LOOKAHEAD_ROWS) -> None:
+        # Imported here (the command checked it is installed): pyarrow ships no types.
+        self._arrow: Any = importlib.import_module("pyarrow")
+        self._open = importlib.import_module("pyarrow.parquet").ParquetWriter
+        self.stream = stream
+        self._rows = _Lookahead(lookahead, _LOGGER)
+        self._group: list[Row] = []
+        self._file: Any = None
+
+    def write(self, row: Row) -> None:
+        self._group += self._rows.add(row)
+        if len(self._group) >= PARQUET_ROW_GROUP:
+            self._emit()
+
+    def close(self) -> None:
+        if self._rows.open:
+            self._group += self._rows.flush()
+        self._emit(always=True)
+        self._file.close()
+        self.stream.flush()
+
+    def _emit(self, *, always: bool = False) -> None:
+        if not (self._group or always):
+            return
+        strings = self._arrow.string()
+        schema = self._arrow.schema([(name, strings) for name in self._rows.columns])
+        if self._file is None:
+            self._file = self._open(self.stream, schema)
+        if self._group:
+            table = self._arrow.Table.from_pylist(self._group, schema=schema)
+            self._file.write_table(table, row_group_size=PARQUET_ROW_GROUP)
+            self._group = []
 
 
 class TableWriter:

@@ -11,9 +11,11 @@ import re
 import stat
 from pathlib import Path
 
+import pyarrow.parquet
 import pytest
 
 from smartconnect_async import Row, SmartConnect, hash_password
+from smartconnect_async.cli import _commands, _output
 from smartconnect_async.cli._commands import FORMATS
 from smartconnect_async.emulator import (
     IMPORT_CUSTOMERS_KEY,
@@ -166,6 +168,40 @@ def test_data_with_variables_to_a_file(run_cli, login: DemoCredential, tmp_path:
         umask = os.umask(0)
         os.umask(umask)
         assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def test_data_to_parquet_in_row_groups(
+    run_cli, login: DemoCredential, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_output, "PARQUET_ROW_GROUP", 128)  # streamed: 500 rows, 4 groups
+    out = tmp_path / "customers.parquet"
+    result = run_cli("data", "Import Customers", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    parquet = pyarrow.parquet.ParquetFile(out)
+    assert parquet.metadata.num_row_groups == 4
+    table = parquet.read()
+    expected = run_cli.rows(login, "Import Customers")
+    assert table.schema.names == list(expected[0])
+    assert {str(field.type) for field in table.schema} == {"string"}
+    assert table.to_pylist() == [{c: row.get(c) for c in expected[0]} for row in expected]
+
+
+def test_data_parquet_to_a_pipe_or_refused(
+    run_cli, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    piped = run_cli("data", "Import Vendors", "--format", "parquet")
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout_bytes[:4] == piped.stdout_bytes[-4:] == b"PAR1"
+    to_terminal = run_cli("data", "Import Vendors", "--format", "parquet", terminal=True)
+    assert to_terminal.exit_code == 2
+    assert "parquet is binary: give -o FILE, or pipe it" in to_terminal.stderr
+    monkeypatch.setattr(_commands.importlib.util, "find_spec", lambda name: None)
+    missing = run_cli("data", "Import Vendors", "--format", "parquet")
+    assert missing.exit_code == 2
+    assert "--format parquet needs pyarrow: pip install 'smartconnect-async[parquet]'" in (
+        missing.stderr
+    )
+    assert emulator.counters.calls["GetAllData"] == 1  # refused before anything was sent
 
 
 def test_data_failure_leaves_no_partial_file(run_cli, emulator: Emulator, tmp_path: Path) -> None:
@@ -544,7 +580,7 @@ def test_server_text_quoting_a_secret_is_redacted(
     assert_no_secrets(result)
 
 
-@pytest.mark.parametrize("name", ["out.xlsx", "out.txt", "out.parquet"])
+@pytest.mark.parametrize("name", ["out.xlsx", "out.txt", "out.feather"])
 def test_data_refuses_an_output_it_cannot_write(
     run_cli, emulator: Emulator, tmp_path: Path, name: str
 ) -> None:
