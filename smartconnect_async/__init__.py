@@ -5,6 +5,8 @@ from smartconnect_async import SmartConnect, Credentials
 async with SmartConnect(api_url, Credentials(email=..., password=..., company_id=...)) as sc:
     for m in await sc.maps.list():
         print(m.id)
+
+Without an event loop (scripts): ``with SmartConnectSync(api_url, credentials) as sc:``.
 """
 
 from ._redact import redact_url
@@ -42,6 +44,7 @@ from .models import (
     Token,
     ValidationFailure,
 )
+from .sync import SmartConnectSync
 
 __version__ = "0.1.0"
 
@@ -72,6 +75,7 @@ __all__ = [
     "ServerError",
     "SmartConnect",
     "SmartConnectError",
+    "SmartConnectSync",
     "Timeout",
     "Token",
     "TokenKey",
