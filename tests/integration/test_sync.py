@@ -6,6 +6,8 @@ in the test's thread, as in a script."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,6 +213,21 @@ def test_a_run_that_may_have_been_processed_is_run_outcome_unknown(
     assert emulator.counters.calls["runmap"] == 1  # never re-sent
     emulator.clear_faults()
     assert sc.runs.run(KEY).run_number == emulator.runs[-1].run_number
+
+
+def test_ctrl_c_cancels_the_call_in_the_loop(sc: SmartConnectSync, emulator: Emulator) -> None:
+    sc.auth.get_token()
+    emulator.set_faults([{"kind": "latency", "ms": 800, "endpoints": ["GetMapColumns"]}])
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sc.maps.columns(KEY)
+    assert time.monotonic() - started < 0.6  # not the 0.8 s the answer takes
+    while connections_in_use(sc._client):  # the call is cancelled in the loop, soon
+        assert time.monotonic() - started < 0.6
+        time.sleep(0.005)
+    emulator.clear_faults()
+    assert sc.maps.columns(KEY)[0].name == "AccountNumber"
 
 
 # ---- derived clients and close -------------------------------------------------------------
