@@ -7,6 +7,8 @@ async with SmartConnect(api_url, Credentials(email=..., password=..., company_id
     for m in await sc.maps.list():
         print(m.id)
 ```
+
+Without an event loop (scripts): ``with SmartConnectSync(api_url, credentials) as sc:``.
 """
 
 __version__ = "0.1.0"  # the one place the version is set (pyproject.toml reads it)
@@ -47,6 +49,7 @@ from .models import (
     Token,
     ValidationFailure,
 )
+from .sync import SmartConnectSync
 
 __all__ = [
     "APIConnectionError",
@@ -75,6 +78,7 @@ __all__ = [
     "ServerError",
     "SmartConnect",
     "SmartConnectError",
+    "SmartConnectSync",
     "Timeout",
     "Token",
     "TokenKey",
