@@ -11,6 +11,8 @@ async with SmartConnect(api_url, Credentials(email=..., password=..., company_id
 
 __version__ = "0.1.0"  # the one place the version is set (pyproject.toml reads it)
 
+from typing import TYPE_CHECKING
+
 from ._redact import redact_url
 from ._tokens import MemoryTokenStore, TokenKey, TokenStore, hash_password
 from .client import SmartConnect
@@ -48,6 +50,20 @@ from .models import (
     ValidationFailure,
 )
 
+if TYPE_CHECKING:
+    from .redis_tokens import RedisTokenStore
+
+
+def __getattr__(name: str) -> object:
+    """``RedisTokenStore``, imported when first asked for: the package imports without
+    redis-py (the ``redis`` extra)."""
+    if name == "RedisTokenStore":
+        from .redis_tokens import RedisTokenStore
+
+        return RedisTokenStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
@@ -66,6 +82,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedisTokenStore",
     "ResponseParseError",
     "Row",
     "RowStream",
