@@ -19,6 +19,7 @@ from typing import Any
 
 from . import _machine, _report
 from ._cpu import run_cpu, run_efficiency
+from ._fleet import run_fleet
 from ._parse import run_parse
 from ._plan import FULL, QUICK, Plan
 from ._stats import Checks, log
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Checks], list[Any]]] = {
     "efficiency": run_efficiency,
     "storm": run_storm,
     "parse": run_parse,
+    "fleet": run_fleet,
 }
 
 

@@ -28,6 +28,10 @@ RAW_HTTPX = "raw httpx"
 CONTENDERS = (LIBRARY_DEFAULT, LIBRARY_AIOHTTP, LIBRARY_HTTPX, RAW_AIOHTTP, RAW_HTTPX)
 """Every contender of the per-call benchmarks; ``RAW_AIOHTTP`` is the reference."""
 
+LIBRARY_MEMORY_TOKENS = "library (MemoryTokenStore)"
+LIBRARY_REDIS_TOKENS = "library (RedisTokenStore)"
+"""The default client with its tokens in memory or in Redis (the fleet benchmark)."""
+
 RUNS_CAP = 4
 """The default ``max_concurrent_runs``."""
 

@@ -148,6 +148,24 @@ async def _operation(
                 options["max_concurrent_runs"] = highest
             contender = _contenders.make(name, server.api_url, credentials, operation, options)
         counted.append(_Counted(contender))
+    samples = await measure_rounds(
+        server, counted, operation, points, plan, benchmark, latency_ms, repeats
+    )
+    return samples, counted
+
+
+async def measure_rounds(
+    server: Emulator,
+    counted: Sequence[_Counted],
+    operation: Operation,
+    points: Sequence[tuple[int, int]],
+    plan: Plan,
+    benchmark: str,
+    latency_ms: int,
+    repeats: int,
+) -> list[CallSample]:
+    """Start the contenders, measure each at every (concurrency, calls) point, rounds
+    interleaved, and close them."""
     for c in counted:
         await c.contender.start()
     samples: list[CallSample] = []
@@ -177,7 +195,7 @@ async def _operation(
     finally:
         for c in counted:
             await c.contender.close()
-    return samples, counted
+    return samples
 
 
 def _check_counters(

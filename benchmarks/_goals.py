@@ -7,7 +7,13 @@ from typing import TypeVar
 
 import attrs
 
-from ._contenders import CONTENDERS, RAW_AIOHTTP, contender_order
+from ._contenders import (
+    CONTENDERS,
+    LIBRARY_MEMORY_TOKENS,
+    LIBRARY_REDIS_TOKENS,
+    RAW_AIOHTTP,
+    contender_order,
+)
 from ._cpu import CallSample
 from ._parse import GET_ALL, ITER_ROWS, RAW_EXPAT, ParseSample
 from ._stats import Summary
@@ -25,6 +31,9 @@ FLAT_TOLERANCE = 16 * 2**20
 """Growth at the largest size may exceed growth at 100k rows by this much and still be
 "flat" (allocator and measurement noise)."""
 GET_ALL_TIME_MAX = 1.3
+FLEET_RATIO_MAX = 1.05
+"""Warm CPU per call with the token in Redis ÷ with it in memory: a warm call touches the
+store not at all, so within noise."""
 STORM_FIRST_MAX = 1.5
 """Every company's first answer, and the first answer, against a single cold call: 1.2
 until the core moved to standard primitives, where the issue set 1.5 (raw aiohttp: 5.9)."""
@@ -261,4 +270,22 @@ def _storm_verdicts(storm: Sequence[StormSample]) -> list[Verdict]:
                     lambda m: m <= STORM_FIRST_MAX,
                 )
             )
+    return verdicts
+
+
+def fleet_verdicts(fleet: Sequence[CallSample]) -> list[Verdict]:
+    """Warm CPU per call, ``RedisTokenStore`` ÷ ``MemoryTokenStore``, per round."""
+    verdicts = []
+    for op, c in sorted({(s.operation, s.concurrency) for s in fleet}):
+        chosen = [s for s in fleet if s.operation == op and s.concurrency == c]
+        ratio = cpu_ratio(chosen, op, c, LIBRARY_REDIS_TOKENS, LIBRARY_MEMORY_TOKENS)
+        verdicts.append(
+            _verdict(
+                f"warm CPU per call at c={c}, token in Redis ≤ {FLEET_RATIO_MAX}× in memory",
+                op,
+                ratio,
+                f"≤ {FLEET_RATIO_MAX}",
+                lambda m: m <= FLEET_RATIO_MAX,
+            )
+        )
     return verdicts

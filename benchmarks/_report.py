@@ -12,6 +12,8 @@ import attrs
 
 from ._contenders import (
     CONTENDERS,
+    LIBRARY_MEMORY_TOKENS,
+    LIBRARY_REDIS_TOKENS,
     RAW_AIOHTTP,
     RAW_AIOHTTP_RUNS_CAPPED,
     RUNS_CAP,
@@ -22,6 +24,7 @@ from ._goals import (
     Verdict,
     cpu_per_call,
     cpu_ratio,
+    fleet_verdicts,
     judge,
     paired,
     parse_ratio,
@@ -50,10 +53,11 @@ class Results:
     efficiency: list[CallSample] = attrs.field(factory=list)
     storm: list[StormSample] = attrs.field(factory=list)
     parse: list[ParseSample] = attrs.field(factory=list)
+    fleet: list[CallSample] = attrs.field(factory=list)
     total: float = 0.0
 
     def verdicts(self) -> list[Verdict]:
-        return judge(self.cpu, self.efficiency, self.storm, self.parse)
+        return judge(self.cpu, self.efficiency, self.storm, self.parse) + fleet_verdicts(self.fleet)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -189,6 +193,31 @@ def _efficiency_section(samples: Sequence[CallSample]) -> list[str]:
         rows,
     )
     return out
+
+
+def _fleet_section(samples: Sequence[CallSample]) -> list[str]:
+    if not samples:
+        return []
+    out = [
+        "## Tokens shared by a fleet",
+        "",
+        "Warm calls of the default client, its token in `MemoryTokenStore` or in "
+        "`RedisTokenStore` (a local redis-server): client CPU per call (µs), and the ratio "
+        "Redis ÷ memory per round.",
+        "",
+    ]
+    rows = []
+    for op, c in sorted({(s.operation, s.concurrency) for s in samples}):
+        found = [s for s in samples if s.operation == op and s.concurrency == c]
+        rows.append(
+            [
+                f"{op}, c={c}",
+                cpu_per_call(found, op, c, LIBRARY_MEMORY_TOKENS).show(1e6),
+                cpu_per_call(found, op, c, LIBRARY_REDIS_TOKENS).show(1e6),
+                cpu_ratio(found, op, c, LIBRARY_REDIS_TOKENS, LIBRARY_MEMORY_TOKENS).show(digits=3),
+            ]
+        )
+    return out + _table(["call", "memory (µs)", "Redis (µs)", "Redis ÷ memory"], rows)
 
 
 def _storm_section(samples: Sequence[StormSample]) -> list[str]:
@@ -327,6 +356,7 @@ def markdown(results: Results) -> str:
         out += [f"![CPU per call vs concurrency]({CPU_CHART})", ""]
     out += _efficiency_section(results.efficiency)
     out += _storm_section(results.storm)
+    out += _fleet_section(results.fleet)
     out += _parse_section(results.parse)
     if results.parse:
         out += [f"![Peak RSS growth vs rows]({MEMORY_CHART})", ""]
@@ -432,6 +462,7 @@ def load(path: Path) -> Results:
         efficiency=[CallSample(**s) for s in data["efficiency"]],
         storm=[StormSample(**s) for s in data["storm"]],
         parse=[ParseSample(**s) for s in data["parse"]],
+        fleet=[CallSample(**s) for s in data.get("fleet", [])],
         total=data["total"],
     )
     return results
@@ -456,6 +487,7 @@ def write(results: Results, out: Path) -> list[Path]:
         "efficiency": _samples(results.efficiency),
         "storm": _samples(results.storm),
         "parse": _samples(results.parse),
+        "fleet": _samples(results.fleet),
     }
     (out / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     return [out / "RESULTS.md", out / "results.json", *written]

@@ -13,6 +13,8 @@ Without an event loop (scripts): ``with SmartConnectSync(api_url, credentials) a
 
 __version__ = "0.1.0"  # the one place the version is set (pyproject.toml reads it)
 
+from typing import TYPE_CHECKING
+
 from ._redact import redact_url
 from ._tokens import MemoryTokenStore, TokenKey, TokenStore, hash_password
 from .client import SmartConnect
@@ -51,6 +53,20 @@ from .models import (
 )
 from .sync import SmartConnectSync
 
+if TYPE_CHECKING:
+    from .redis_tokens import RedisTokenStore
+
+
+def __getattr__(name: str) -> object:
+    """``RedisTokenStore``, imported when first asked for: the package imports without
+    redis-py (the ``redis`` extra)."""
+    if name == "RedisTokenStore":
+        from .redis_tokens import RedisTokenStore
+
+        return RedisTokenStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
@@ -69,6 +85,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedisTokenStore",
     "ResponseParseError",
     "Row",
     "RowStream",

@@ -1,12 +1,14 @@
 """Every token rule: password hashing, the GetToken call, reading a token's issue time,
-expiry arithmetic, the ``TokenStore`` protocol, the single-flight per-company token
-cache (``TokenCache``) and which password a cached token goes to (``Tokens``)."""
+expiry arithmetic, the ``TokenStore`` protocol (and its optional fleet-wide
+``RefreshLocking``), the single-flight per-company token cache (``TokenCache``) and which
+password a cached token goes to (``Tokens``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import calendar
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -14,7 +16,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -32,6 +35,7 @@ from .models import Credentials, Token
 __all__ = [
     "MemoryTokenStore",
     "Principal",
+    "RefreshLocking",
     "TokenCache",
     "TokenKey",
     "TokenStore",
@@ -47,16 +51,6 @@ __all__ = [
 
 logger = logging.getLogger("smartconnect_async")
 T = TypeVar("T")
-
-
-def _store_failed(action: str, key: TokenKey, exc: Exception) -> None:
-    # The exception's type only: a store's message may hold anything, a token included.
-    logger.warning(
-        "token store %s failed for company %s (%s); going on with the token in memory",
-        action,
-        key.company_id,
-        type(exc).__name__,
-    )
 
 
 def _not_async(operation: str, returned: object) -> TypeError:
@@ -202,6 +196,26 @@ class TokenStore(Protocol):
         ...
 
 
+@runtime_checkable
+class RefreshLocking(Protocol):
+    """An optional capability of a ``TokenStore`` that several processes share (such as
+    ``RedisTokenStore``): a lock per key, held by one process at a time while it
+    refreshes, so that a fleet started cold makes one GetToken per company.
+
+    Before a fetch ``TokenCache`` enters ``refresh_lock(key)`` (within its
+    ``store_timeout``), reads the store again, fetches only if the token there is
+    missing, about to expire or the one the server refused, and stores the new token
+    before it leaves. Entering gives ``True`` once the lock is held, ``False`` when the
+    store gave up waiting: it waits no longer than the lock's time to live, after which
+    a holder that died no longer holds it. Leaving releases the lock if still held.
+    A store without this method is used as before, with no lock.
+    """
+
+    def refresh_lock(self, key: TokenKey) -> AbstractAsyncContextManager[bool]:
+        """The fleet-wide refresh lock of ``key``."""
+        ...
+
+
 class MemoryTokenStore:
     """Tokens in a dict, for the life of the process (the default store)."""
 
@@ -271,8 +285,11 @@ class TokenCache:
     again for all of them (those woken later follow that fetch). A caller may bound its
     wait for a fetch another caller leads (``max_wait``).
 
-    A store that fails, or takes longer than ``store_timeout`` seconds, is logged and
-    passed over (the token in memory stays in use).
+    A store that fails, or takes longer than ``store_timeout`` seconds, is passed over
+    (the token in memory stays in use) and logged: one warning when it starts failing,
+    DEBUG records after that until it answers again (logged at INFO).
+    With a store that has a fleet-wide refresh lock (``RefreshLocking``), a fetch is
+    made under it, after reading the store again.
     The store is read once when a key is first asked for (by the caller that leads, for
     all who ask meanwhile), before each fetch (another process may have stored a newer
     token), for ``force_refresh`` and after a token is refused; in between, calls use
@@ -301,6 +318,7 @@ class TokenCache:
         self._refused: dict[TokenKey, str] = {}  # the last token the server refused, per key
         # Per key whose early refresh got no fresher token: no other before (when, wait).
         self._quiet: dict[TokenKey, tuple[datetime, timedelta]] = {}
+        self._store_down = False  # its last call failed: further failures logged at DEBUG
 
     def __repr__(self) -> str:
         return f"TokenCache(store={self.store!r}, refresh_margin={self.refresh_margin})"
@@ -343,11 +361,53 @@ class TokenCache:
             pending = start()
             if inspect.isawaitable(pending):
                 with anyio.fail_after(self.store_timeout):  # None: no deadline
-                    return await pending
+                    answer = await pending
+                if self._store_down:
+                    self._store_down = False
+                    logger.info("the token store answers again")
+                return answer
         except Exception as exc:  # TimeoutError included: a store that hangs
-            _store_failed(action, key, exc)
+            self._store_failed(action, key, exc)
             return None
         raise _not_async(method, pending)
+
+    def _store_failed(self, action: str, key: TokenKey, exc: Exception) -> None:
+        """Log a store's failure: a warning when it starts failing (once per outage, not
+        once per call), DEBUG until it answers again."""
+        level = logging.DEBUG if self._store_down else logging.WARNING
+        self._store_down = True
+        # The exception's type only: a store's message may hold anything, a token included.
+        logger.log(
+            level,
+            "token store %s failed for company %s (%s); going on with the token in memory "
+            "(further failures are logged at DEBUG until the store answers again)",
+            action,
+            key.company_id,
+            type(exc).__name__,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _fleet_lock(self, key: TokenKey) -> AsyncIterator[bool]:
+        """The store's refresh lock of ``key`` (``RefreshLocking``), held or given up
+        on; yields whether to read the store again under it (not for a store without
+        one, nor for one that failed: either way the caller goes on by itself)."""
+        store = self.store
+        if not isinstance(store, RefreshLocking):
+            yield False
+            return
+        lock = store.refresh_lock(key)
+        held = await self._use_store("lock", "refresh_lock", key, lock.__aenter__)
+        if held is None:  # failed (logged)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            if held:  # released even by a cancelled leader, within the store's bound
+                with anyio.CancelScope(shield=True):
+                    await self._use_store(
+                        "unlock", "refresh_lock", key, lambda: lock.__aexit__(None, None, None)
+                    )
 
     def _was_refused(self, key: TokenKey, token: Token) -> bool:
         """Whether the server refused ``token`` (the last one refused for ``key``)."""
@@ -425,19 +485,18 @@ class TokenCache:
         store already holds a newer one than ``seen`` (or, without ``force_refresh``, a
         fresh one)."""
         try:
-            current = await self._read(key)
-            if current is not None and current != seen and self._fresh(current, MANDATORY_REFRESH):
-                token = current  # refreshed by someone else since this caller looked
-            elif not force_refresh and self._fresh(current, self.refresh_margin):
-                assert current is not None
-                token = current
-            else:
-                token = await fetch()
-                # Taken before it is stored: a leader cancelled while the store writes
-                # does not lose a token the server already issued.
-                self._known[key] = flight.token = token
-                async with self._lock(key):
-                    await self._store(key, token)
+            token = self._usable(await self._read(key), seen, force_refresh)
+            if token is None:
+                async with self._fleet_lock(key) as shared:
+                    if shared:  # another process may have stored one while this one waited
+                        token = self._usable(await self._read(key), seen, force_refresh)
+                    if token is None:
+                        token = await fetch()
+                        # Taken before it is stored: a leader cancelled while the store
+                        # writes does not lose a token the server already issued.
+                        self._known[key] = flight.token = token
+                        async with self._lock(key):
+                            await self._store(key, token)
             self._known[key] = flight.token = token
             return token
         except Exception as exc:
@@ -447,6 +506,18 @@ class TokenCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
             flight.done.set()
+
+    def _usable(
+        self, stored: Token | None, seen: Token | None, force_refresh: bool
+    ) -> Token | None:
+        """``stored`` if a refresh can take it instead of fetching: a valid token other
+        than ``seen`` (someone else refreshed since the caller looked) or, without
+        ``force_refresh``, one outside the refresh margin. ``_read`` gives no refused one."""
+        if stored is not None and stored != seen and self._fresh(stored, MANDATORY_REFRESH):
+            return stored
+        if not force_refresh and self._fresh(stored, self.refresh_margin):
+            return stored
+        return None
 
     async def put(self, key: TokenKey, token: Token) -> None:
         """Make ``token``, which a caller fetched by itself, this cache's for ``key``: at

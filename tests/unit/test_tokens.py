@@ -4,8 +4,10 @@ the single-flight token cache (driven directly, with a fake fetch and clock)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
 import anyio
@@ -19,6 +21,7 @@ from smartconnect_async import MemoryTokenStore, Token, TokenKey, TokenStore, ha
 from smartconnect_async._tokens import (
     CLOCK_SKEW,
     MANDATORY_REFRESH,
+    RefreshLocking,
     TokenCache,
     TokenWaitTimeout,
     add_months,
@@ -985,3 +988,140 @@ async def test_a_token_re_issued_unchanged_near_expiry_is_asked_for_with_back_of
     # one fetch as before.
     clock.now = old.expires_at - timedelta(minutes=4)
     assert (await cache.get(KEY, fetch)).value == "token-2"
+
+
+# ---- a store shared by processes: the refresh lock, outages ---------------------------
+
+
+class LockingStore(RecordingStore):
+    """A ``RefreshLocking`` store: an in-memory lock stands for the fleet-wide one (two
+    caches over it are two processes). ``give_up``: entering waits for nothing and
+    gives ``False``, as after a lock's time to live; ``broken_lock``: entering fails."""
+
+    def __init__(self, *, give_up: bool = False, broken_lock: bool = False) -> None:
+        super().__init__()
+        self.lock = anyio.Lock()
+        self.give_up = give_up
+        self.broken_lock = broken_lock
+
+    @contextlib.asynccontextmanager
+    async def refresh_lock(self, key: TokenKey) -> AsyncIterator[bool]:
+        self.log.append("lock")
+        if self.broken_lock:
+            raise ConnectionError("the lock's server is down")
+        if self.give_up:
+            yield False
+            return
+        async with self.lock:
+            yield True
+        self.log.append("unlock")
+
+
+@pytest.mark.anyio
+async def test_processes_that_start_cold_together_fetch_once() -> None:
+    store = LockingStore()
+    assert isinstance(store, RefreshLocking)
+    assert not isinstance(RecordingStore(), RefreshLocking)
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    caches = [_cache(clock, store) for _ in range(4)]
+    got: list[Token] = []
+
+    async def ask(cache: TokenCache) -> None:
+        got.append(await cache.get(KEY, fetch))
+
+    async with anyio.create_task_group() as tg:
+        for cache in caches:
+            for _ in range(10):
+                tg.start_soon(ask, cache)
+    assert fetch.calls == 1
+    assert {t.value for t in got} == {"token-1"}
+    # Each process: read, lock, read again under it; only the first fetched and wrote.
+    assert store.log.count("lock") == store.log.count("unlock") == 4
+    assert store.log.count("get") == 8
+    assert store.log.count("set") == 1
+
+
+@pytest.mark.anyio
+async def test_a_refused_token_is_refreshed_once_by_a_fleet() -> None:
+    store = LockingStore()
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    first, second = _cache(clock, store), _cache(clock, store)
+    refused = await first.get(KEY, fetch)
+    assert await second.get(KEY, fetch) == refused
+    await first.invalidate(KEY, refused)
+    renewed = await first.get(KEY, fetch)
+    # The second process's refusal comes after the first's refresh: under the lock it
+    # finds a token other than the one it saw refused, and takes it.
+    await second.invalidate(KEY, refused)
+    assert await second.get(KEY, fetch) == renewed
+    assert fetch.calls == 2
+    assert store.tokens[KEY] == renewed
+
+
+@pytest.mark.anyio
+async def test_a_process_that_gave_up_waiting_for_the_lock_reads_the_store_then_fetches() -> None:
+    store = LockingStore(give_up=True)
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    assert (await _cache(clock, store).get(KEY, fetch)).value == "token-1"
+    assert store.log == ["get", "lock", "get", "set"]
+
+
+@pytest.mark.anyio
+async def test_a_lock_that_fails_is_passed_over_like_a_store_that_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = LockingStore(broken_lock=True)
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    with caplog.at_level(logging.WARNING, logger="smartconnect_async"):
+        assert (await _cache(clock, store).get(KEY, fetch)).value == "token-1"
+    assert store.log == ["get", "lock", "set"]  # not read again: no lock, nothing to wait for
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "token store lock failed for company ACME"
+    ]
+
+
+class OutageStore(RecordingStore):
+    """A store that fails while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def get(self, key: TokenKey) -> Token | None:
+        if self.down:
+            raise ConnectionRefusedError(f"secret {TOKEN}")
+        return await super().get(key)
+
+    async def set(self, key: TokenKey, token: Token) -> None:
+        if self.down:
+            raise ConnectionRefusedError(f"secret {token.value}")
+        await super().set(key, token)
+
+
+@pytest.mark.anyio
+async def test_a_store_outage_is_one_warning_until_it_answers_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = OutageStore()
+    clock = MutableClock(NOW)
+    fetch = FakeFetch(clock)
+    cache = _cache(clock, store)
+    caplog.set_level(logging.DEBUG, logger="smartconnect_async")
+    for _ in range(5):  # each forced refresh: two reads and a write that fail
+        await cache.get(KEY, fetch, force_refresh=True)
+    levels = [r.levelname for r in caplog.records]
+    assert levels == ["WARNING"] + ["DEBUG"] * 14
+    store.down = False
+    await cache.get(KEY, fetch, force_refresh=True)
+    store.down = True
+    await cache.get(KEY, fetch, force_refresh=True)
+    levels = [r.levelname for r in caplog.records]
+    assert levels[15:] == ["INFO", "WARNING", "DEBUG", "DEBUG"]
+    assert caplog.records[15].getMessage() == "the token store answers again"
+    assert "ConnectionRefusedError" in caplog.records[16].getMessage()
+    assert "secret" not in caplog.text
+    assert fetch.calls == 7
