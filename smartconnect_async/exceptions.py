@@ -9,6 +9,8 @@
     ``UnknownMapError`` (a map name that is absent or ambiguous)
     ``UnknownTableError`` (``iter_rows(strict=True)``: no rows of the table asked for)
     ``RunOutcomeUnknown`` (a run may have reached the server; it is never re-sent)
+    ``RunNeedsResolution`` (a journal says a run may have reached the server: resolve it)
+    ``JournalConflict`` (``run_many`` without ``resume``: the journal already holds runs)
     ``MapRunFailed`` (a run finished with a failure status or errors)
     ``ClientClosedError`` (the client was used after it was closed)
 
@@ -31,11 +33,13 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
+    "JournalConflict",
     "MapRunFailed",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseParseError",
+    "RunNeedsResolution",
     "RunOutcomeUnknown",
     "ServerError",
     "SmartConnectError",
@@ -202,6 +206,35 @@ class RunOutcomeUnknown(SmartConnectError):
         self.status_code = status_code
         self.request_id = request_id
         self.body = body
+
+
+class RunNeedsResolution(SmartConnectError):
+    """A run journal says this run may already have reached the server (an earlier batch
+    sent it and got no answer, or stopped while it was in flight), so it was **not** sent.
+    Check the run history, then ``journal.resolve(key, "ran" | "not-run")``.
+
+    ``key`` is the run's journal key, ``state`` its journal state (``"sending"`` or
+    ``"unknown"``), ``company_id`` and ``map_key`` the run's company and map.
+    """
+
+    def __init__(
+        self, message: str, *, key: str, state: str, company_id: str, map_key: str | None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.state = state
+        self.company_id = company_id
+        self.map_key = map_key
+
+
+class JournalConflict(SmartConnectError):
+    """``run_many(journal=..., resume=False)`` was given runs its journal already holds:
+    nothing was sent. ``keys`` names them. Resume the batch (``resume=True``) or use
+    another journal."""
+
+    def __init__(self, message: str, *, keys: Sequence[str]) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
 
 
 class MapRunFailed(SmartConnectError):

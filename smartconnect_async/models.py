@@ -53,6 +53,10 @@ def _company_id(value: str) -> str:
     return _text("company_id", value, strip=True)
 
 
+def _run_key(value: str) -> str:
+    return _text("key", value, strip=True)
+
+
 def _seconds(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
@@ -255,7 +259,8 @@ class RunRequest:
     """One run for ``runs.run_many``: a map with its global ``variables``, or with
     ``rows`` to send as a data table (``with_errors`` for validation errors, ``as_xml``
     to send them through ``runmapxml``); for ``company_id`` if given (the same user),
-    else for the client's company."""
+    else for the client's company. ``key`` is its idempotency key in a run journal
+    (unique within a batch); without one, ``run_many`` derives it from what is run."""
 
     map: MapInfo | str
     variables: Mapping[str, str] | None = None
@@ -265,6 +270,7 @@ class RunRequest:
     company_id: str | None = attrs.field(
         default=None, converter=attrs.converters.optional(_company_id)
     )
+    key: str | None = attrs.field(default=None, converter=attrs.converters.optional(_run_key))
 
     def __attrs_post_init__(self) -> None:
         # Each of these would be dropped without a word: refuse it instead.

@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._batch import gather_outcomes, listed
+from ._journaled import run_journaled
 from ._json import field, load, variables_body
 from ._transport import Session
 from ._wire import JSON, XML, Call
 from ._xml import build_data_table, build_xml_request, parse_error_table
 from .exceptions import ResponseParseError
+from .journal import RunJournal
 from .maps import MapDirectory, MapRef
 from .models import RunRequest, RunResult, Timeout, ValidationFailure
 
@@ -212,6 +214,8 @@ class Runs:
         | None = None,
         timeout: Timeout | float | None = None,
         max_retries: int | None = None,
+        journal: RunJournal | None = None,
+        resume: bool = False,
     ) -> list[RunResult | Exception]:
         """Run many maps (or one map with different variables or rows), at most
         ``concurrency`` at a time (and at most ``max_concurrent_runs`` per company).
@@ -221,22 +225,49 @@ class Runs:
         Returns, in input order, each ``RunResult`` or the exception its run raised, so
         one failure never loses the others; ``on_result(index, item, outcome)`` is called
         (and awaited, if async) as each finishes.
+
+        With a ``journal`` (``smartconnect_async.journal``) each run is recorded before it
+        is sent and its outcome after. ``resume=True`` does not send the runs it records
+        as done (their slot holds a ``RunResult`` rebuilt from the record) and refuses
+        those that may have reached the server without a known outcome
+        (``RunNeedsResolution``); without it, a journal that holds any run of the batch is
+        a ``JournalConflict`` and nothing is sent.
         """
         options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
         companies: dict[str, Runs] = {}
 
+        def runs_for(item: MapRef | RunRequest) -> Runs:
+            if not isinstance(item, RunRequest) or item.company_id is None:
+                return self
+            return self._company(item.company_id, companies)
+
         async def one(item: MapRef | RunRequest) -> RunResult:
             if not isinstance(item, RunRequest):
                 return await self.run(item, **options)
-            runs = self if item.company_id is None else self._company(item.company_id, companies)
+            runs = runs_for(item)
             if item.rows is None:
                 return await runs.run(item.map, item.variables, **options)
             if item.as_xml:
                 return await runs.run_xml(item.map, item.rows, **options)
             return await runs.run_data_table(item.map, item.rows, item.with_errors, **options)
 
-        return await gather_outcomes(
-            listed(items, "run_many"), one, concurrency=concurrency, on_result=on_result
+        async def map_key(item: MapRef | RunRequest) -> str:
+            runs = runs_for(item)
+            ref = item.map if isinstance(item, RunRequest) else item
+            return await runs._directory.key(runs._session, ref, **options)
+
+        batch = listed(items, "run_many")
+        if journal is None:
+            return await gather_outcomes(batch, one, concurrency=concurrency, on_result=on_result)
+        return await run_journaled(
+            journal,
+            batch,
+            one,
+            map_key,
+            company_id=self._session.principal.key.company_id,
+            resume=resume,
+            concurrency=concurrency,
+            on_result=on_result,
         )
 
     def _company(self, company_id: str, made: dict[str, Runs]) -> Runs:

@@ -18,7 +18,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .. import MapRef, RunOutcomeUnknown, RunRequest, RunResult, SmartConnect
+from .. import (
+    MapRef,
+    RunJournal,
+    RunNeedsResolution,
+    RunOutcomeUnknown,
+    RunRequest,
+    RunResult,
+    SmartConnect,
+)
 from ._output import describe_error, make_table
 
 __all__ = ["Outcome", "RunItem", "print_summary", "run_batch", "summary_json"]
@@ -66,11 +74,13 @@ class Outcome:
 
     @property
     def kind(self) -> Kind:
-        """``ok``, ``failed`` (the run reported failure), ``unknown`` (no answer; not
-        re-sent) or ``error`` (it failed before or without running)."""
+        """``ok``, ``failed`` (the run reported failure), ``unknown`` (no answer, or a
+        journal run needing resolution; not re-sent) or ``error`` (it failed before or
+        without running)."""
         if self.result is not None:
             return "ok" if self.result.ok else "failed"
-        return "unknown" if isinstance(self.error, RunOutcomeUnknown) else "error"
+        unknown = isinstance(self.error, (RunOutcomeUnknown, RunNeedsResolution))
+        return "unknown" if unknown else "error"
 
     @property
     def ok(self) -> bool:
@@ -84,9 +94,10 @@ async def run_batch(
     concurrency: int,
     progress_console: Console,
     description: str | None = None,
+    journal: RunJournal | None = None,
 ) -> list[Outcome]:
-    """Run every item with ``sc.runs.run_many``; a progress bar on ``progress_console``
-    when it is a terminal."""
+    """Run every item with ``sc.runs.run_many`` (resuming ``journal``, if given); a
+    progress bar on ``progress_console`` when it is a terminal."""
     progress: Progress | None = None
     if progress_console.is_terminal and items:
         progress = Progress(
@@ -110,16 +121,21 @@ async def run_batch(
             shown = f"[red]{failures} failed[/]" if failures else ""
             progress.update(task, advance=1, failures=shown)
 
+    async def run_many() -> list[RunResult | Exception]:
+        return await sc.runs.run_many(
+            [item.request for item in items],
+            concurrency=concurrency,
+            on_result=on_result,
+            journal=journal,
+            resume=journal is not None,
+        )
+
     if progress is not None:
         with progress:
             task = progress.add_task(text, total=len(items), failures="")
-            results = await sc.runs.run_many(
-                [item.request for item in items], concurrency=concurrency, on_result=on_result
-            )
+            results = await run_many()
     else:
-        results = await sc.runs.run_many(
-            [item.request for item in items], concurrency=concurrency, on_result=on_result
-        )
+        results = await run_many()
     return [
         Outcome(item, result, None)
         if isinstance(result, RunResult)
@@ -147,6 +163,8 @@ def status_text(outcome: Outcome) -> str:
     if kind == "failed":
         assert outcome.result is not None
         return f"failed ({outcome.result.status})"
+    if isinstance(outcome.error, RunNeedsResolution):
+        return "needs resolution — not sent"
     if kind == "unknown":
         return "outcome unknown — not re-sent"
     status = getattr(outcome.error, "status_code", None)
@@ -236,6 +254,12 @@ def _problem(outcome: Outcome) -> Text:
         text.append(
             f" — {run} failed with status {result.status}: "
             f"{result.error_count:,} of {result.record_count:,} documents failed"
+        )
+    elif isinstance(outcome.error, RunNeedsResolution):
+        text.append(f" — journal key {outcome.error.key!r}: ", style="yellow")
+        text.append("it may have reached the server in an earlier batch. ")
+        text.append(
+            "Check the run history, then: smartconnect journal resolve FILE KEY --ran|--not-run"
         )
     elif isinstance(outcome.error, RunOutcomeUnknown):
         assert outcome.error is not None

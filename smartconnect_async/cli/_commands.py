@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from .. import Column, RowStream, RunRequest, __version__
+from .. import Column, RowStream, RunRequest, SqliteJournal, __version__
+from ..journal import Resolution
 from ._batch import RunItem, print_summary, run_batch, summary_json
 from ._config import ConfigError, config_file, load_profiles
 from ._context import (
@@ -596,6 +597,13 @@ def _load_rows(path: Path) -> list[dict[str, object]]:
     show_default=True,
     help="Runs in flight at once.",
 )
+@click.option(
+    "--journal",
+    "journal_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Record each run in the journal FILE (SQLite) before sending it; resume it if it exists.",
+)
 @json_option
 def run(
     map_refs: tuple[str, ...],
@@ -604,6 +612,7 @@ def run(
     with_errors: bool,
     as_xml: bool,
     concurrency: int,
+    journal_file: Path | None,
     as_json: bool,
 ) -> None:
     """Run one or more maps (MapIds or MapKeys), then print a summary.
@@ -611,6 +620,11 @@ def run(
     A run that may have reached the server without an answer is never sent again: it is
     reported as "outcome unknown — not re-sent". Exit status 0 only if every run
     succeeded, 1 if any failed.
+
+    With --journal, the same command run again resumes the batch: runs the journal
+    records as done are not sent again (their recorded outcome is shown), runs it left
+    without an outcome are refused ("needs resolution") until `smartconnect journal
+    resolve` settles them.
     """
     state = _state()
     if (with_errors or as_xml) and rows_file is None:
@@ -631,10 +645,19 @@ def run(
     ]
 
     async def command() -> int:
-        async with open_client(state, max_concurrent_runs=concurrency) as conn:
-            outcomes = await run_batch(
-                conn.sc, items, concurrency=concurrency, progress_console=state.err
-            )
+        journal = None if journal_file is None else SqliteJournal(journal_file)
+        try:
+            async with open_client(state, max_concurrent_runs=concurrency) as conn:
+                outcomes = await run_batch(
+                    conn.sc,
+                    items,
+                    concurrency=concurrency,
+                    progress_console=state.err,
+                    journal=journal,
+                )
+        finally:
+            if journal is not None:
+                await journal.aclose()
         if as_json:
             text = json.dumps(summary_json(outcomes), indent=2, ensure_ascii=False)
             click.echo(state.secrets.redact(text))
@@ -649,6 +672,84 @@ def run(
         interrupted="interrupted — runs in flight may have reached the server and were not "
         "re-sent; check the run history before running them again",
     )
+
+
+# ---- journal -------------------------------------------------------------------------
+
+journal_argument = click.argument(
+    "journal_file", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+
+
+@cli.group(short_help="The run journal of `run --journal`.")
+def journal() -> None:
+    """The run journal of `smartconnect run --journal FILE`: list its runs, and settle
+    those whose outcome is unknown."""
+
+
+@journal.command("list")
+@journal_argument
+@click.option("--unresolved", is_flag=True, help="Only the runs that need resolution.")
+@json_option
+def journal_list(journal_file: Path, unresolved: bool, as_json: bool) -> None:
+    """List the runs of the journal FILE, oldest first."""
+    state = _state()
+
+    async def command() -> int:
+        async with SqliteJournal(journal_file) as journal:
+            records = await journal.records(unresolved=unresolved)
+        if as_json:
+            click.echo(json.dumps([r.to_fields() for r in records], indent=2))
+            return EXIT_OK
+        table = make_table()
+        for heading in ("Key", "Company", "Map", "State", "Run", "Updated"):
+            table.add_column(heading, overflow="fold")
+        for record in records:
+            state_text = record.state + (f" ({record.resolved})" if record.resolved else "")
+            table.add_row(
+                record.key,
+                record.company_id,
+                record.map,
+                Text(state_text, style="bold yellow" if record.needs_resolution else ""),
+                "—" if record.run_number is None else str(record.run_number),
+                when(record.updated_at),
+            )
+        state.out.print(table)
+        waiting = sum(1 for r in records if r.needs_resolution)
+        state.out.print(f"{len(records)} run(s), {waiting} needing resolution")
+        return EXIT_OK
+
+    run_command(state, command, what="journal list")
+
+
+@journal.command("resolve")
+@journal_argument
+@click.argument("key")
+@click.option("--ran", "how", flag_value="ran", help="The run history shows the run.")
+@click.option(
+    "--not-run", "how", flag_value="not-run", help="It did not run: the next resume sends it."
+)
+@click.option("--run-number", type=click.IntRange(min=0), help="With --ran: its run number.")
+def journal_resolve(journal_file: Path, key: str, how: str | None, run_number: int | None) -> None:
+    """Settle the run KEY of the journal FILE, whose outcome is unknown: --ran records it
+    as done, --not-run lets the next `run --journal FILE` send it."""
+    state = _state()
+    if how is None:
+        raise click.UsageError("say --ran or --not-run")
+    if run_number is not None and how != "ran":
+        raise click.UsageError("--run-number goes with --ran")
+
+    async def command() -> int:
+        async with SqliteJournal(journal_file) as journal:
+            try:
+                record = await journal.resolve(key, cast(Resolution, how), run_number=run_number)
+            except (KeyError, ValueError) as exc:
+                state.print_error(f"journal resolve: {exc.args[0]}")
+                return EXIT_FAILURE
+        state.out.print(Text(f"{record.key}: {record.state} ({record.resolved})"))
+        return EXIT_OK
+
+    run_command(state, command, what="journal resolve")
 
 
 # ---- errors --------------------------------------------------------------------------
