@@ -439,3 +439,22 @@ def test_the_package_imports_without_redis_and_says_what_is_missing() -> None:
 def test_run_limits_must_have_a_lease_method(alice01: Credentials) -> None:
     with pytest.raises(TypeError, match=r"^run_limits must be a smartconnect_async\.redis_runs"):
         SmartConnect("https://example.com/API", alice01, run_limits=object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"lease_ttl": 0.05}, ValueError, "lease_ttl must be a finite number of seconds, at least"),
+        ({"lease_ttl": float("inf")}, ValueError, "lease_ttl must be a finite number"),
+        ({"lease_ttl": "30"}, TypeError, "lease_ttl must be a number of seconds, not str"),
+        ({"prefix": b"x:"}, TypeError, "prefix must be a str, not bytes"),
+        ({"redis": 6379}, TypeError, "redis must be a redis.asyncio.Redis or a URL, not int"),
+    ],
+)
+def test_settings_of_the_wrong_type_or_out_of_range_are_refused(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    redis_or_url = options.pop("redis", "redis://127.0.0.1:1/0")
+    with pytest.raises(error) as caught:
+        RedisRunLimits(redis_or_url, **options)
+    assert str(caught.value).startswith(message)
