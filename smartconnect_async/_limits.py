@@ -1,7 +1,8 @@
 """Limits shared by every client on one transport, checked before each attempt is sent:
 the server's rate-limit budget (``RateGate``), how many runs one company may have in
-flight (``max_concurrent_runs``) and how many requests all of them may (the connection
-pool's size). Every wait is bounded by the call's pool timeout."""
+flight (``max_concurrent_runs``: in this process, and across a fleet of processes when
+``RunLeases`` are given) and how many requests all of them may (the connection pool's
+size). Every wait is bounded by the call's pool timeout."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Protocol
 
 import anyio
 
@@ -19,7 +23,7 @@ from ._wire import Call
 from .exceptions import APITimeoutError, RateLimitError
 from .models import Timeout
 
-__all__ = ["MAX_PAUSE", "GateClosed", "Limits", "RateGate", "Slots"]
+__all__ = ["MAX_PAUSE", "GateClosed", "LeaseTimeout", "Limits", "RateGate", "RunLeases", "Slots"]
 
 
 MAX_PAUSE = 3600.0
@@ -45,6 +49,25 @@ class GateClosed(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
         self.seconds = seconds
+
+
+class LeaseTimeout(Exception):
+    """No fleet run lease came within the wait; ``reason`` says why, for the message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RunLeases(Protocol):
+    """Run slots shared by a fleet of processes (``redis_runs.RedisRunLimits``)."""
+
+    def lease(
+        self, scope: str, company: str, limit: int, timeout: float | None
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold one of ``company``'s ``limit`` run slots of API Url ``scope`` while the
+        context is entered; ``LeaseTimeout`` when none comes within ``timeout`` s."""
+        ...
 
 
 class _Window:
@@ -244,8 +267,17 @@ class Limits:
     """The limits an attempt passes before it is sent: ``async with limits.admitted(...)``
     holds the attempt's place while it is sent and answered."""
 
-    def __init__(self, *, max_connections: int, max_concurrent_runs: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        max_concurrent_runs: int,
+        run_leases: RunLeases | None = None,
+        scope: str = "",
+    ) -> None:
         self.max_concurrent_runs = max_concurrent_runs
+        self.run_leases = run_leases  # a run takes one after its slot in this process
+        self.scope = scope  # the API Url: what the fleet's leases are counted per
         self.rate_gate = RateGate()
         self.connections = Slots(max_connections)
         self._runs: dict[Hashable, Slots] = {}
@@ -272,7 +304,16 @@ class Limits:
 class _Admission:
     """One attempt's place (a class, not ``@asynccontextmanager``: one per request)."""
 
-    __slots__ = ("_call", "_company", "_deadline", "_gate_key", "_limits", "_runs", "_timeout")
+    __slots__ = (
+        "_call",
+        "_company",
+        "_deadline",
+        "_gate_key",
+        "_lease",
+        "_limits",
+        "_runs",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -291,6 +332,7 @@ class _Admission:
         self._gate_key = gate_key
         self._timeout = timeout
         self._runs = runs
+        self._lease: AbstractAsyncContextManager[None] | None = None
 
     def _pool(self) -> float | None:
         """The next wait's bound: the pool timeout, or what is left of the call's."""
@@ -313,12 +355,18 @@ class _Admission:
                     endpoint=call.endpoint,
                     sent=False,
                 ) from None
+            if limits.run_leases is not None:
+                await self._enter_lease(limits.run_leases)
         pool = self._pool()
         try:
             await limits.connections.acquire(self._company, pool)
         except BaseException as exc:
             if self._runs is not None:
-                self._runs.release(None)
+                try:
+                    if self._lease is not None:
+                        await self._exit_lease(type(exc), exc, exc.__traceback__)
+                finally:
+                    self._runs.release(None)
             if isinstance(exc, TimeoutError):
                 raise APITimeoutError(
                     f"{call.endpoint}{call.where}: {FailureKind.POOL_TIMEOUT.value}: all "
@@ -329,10 +377,50 @@ class _Admission:
                 ) from None
             raise
 
-    async def __aexit__(self, *_: object) -> None:
+    async def _enter_lease(self, leases: RunLeases) -> None:
+        """Take a fleet run lease after the process's run slot (given back on failure)."""
+        assert self._runs is not None
+        assert self._company is not None
+        pool, call = self._pool(), self._call
+        lease = leases.lease(self._limits.scope, self._company, self._runs.limit, pool)
+        try:
+            await lease.__aenter__()
+        except BaseException as exc:
+            self._runs.release(None)
+            if isinstance(exc, LeaseTimeout):
+                raise APITimeoutError(
+                    f"{call.endpoint}{call.where}: no fleet run lease for company "
+                    f"{self._company} within {pool:g}s ({exc.reason}); nothing was sent",
+                    endpoint=call.endpoint,
+                    sent=False,
+                ) from None
+            raise
+        self._lease = lease
+
+    async def _exit_lease(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Give back the fleet lease (the run slot is given back by the caller)."""
+        lease, self._lease = self._lease, None
+        assert lease is not None
+        await lease.__aexit__(exc_type, exc, traceback)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self._limits.connections.release(self._company)
         if self._runs is not None:
-            self._runs.release(None)
+            try:
+                if self._lease is not None:
+                    await self._exit_lease(exc_type, exc, traceback)
+            finally:
+                self._runs.release(None)
 
 
 async def _wait_for_gate(

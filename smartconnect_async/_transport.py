@@ -25,7 +25,7 @@ import attrs
 from . import _wire
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
 from ._checks import check_count
-from ._limits import Limits
+from ._limits import Limits, RunLeases
 from ._redact import Secrets
 from ._retry import parse_retry_after, retry_delay
 from ._tokens import Principal, Tokens, TokenWaitTimeout, get_token_call, make_token
@@ -77,6 +77,7 @@ class Transport:
         max_concurrent_runs: int = 4,
         max_answer_size: int = 64 << 20,
         max_columns: int = 4096,
+        run_leases: RunLeases | None = None,
     ) -> None:
         # Every setting was checked by the client that made this.
         self.api_url = api_url.rstrip("/")
@@ -87,7 +88,10 @@ class Transport:
         self.max_answer_size = max_answer_size
         self.max_columns = max_columns  # for the data parsers (``data.py``)
         self.limits = Limits(
-            max_connections=max_connections, max_concurrent_runs=max_concurrent_runs
+            max_connections=max_connections,
+            max_concurrent_runs=max_concurrent_runs,
+            run_leases=run_leases,
+            scope=self.api_url,
         )
         self.closed = False
 

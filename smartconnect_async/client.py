@@ -17,6 +17,7 @@ from ._backend import AutoBackend, Backend
 from ._checks import check_count
 from ._env import read_env
 from ._httpx import HttpxBackend
+from ._limits import RunLeases
 from ._redact import REDACTED, redact_url
 from ._tokens import Clock, Principal, TokenCache, TokenKey, Tokens, TokenStore, utc_now
 from ._transport import Session, Transport
@@ -72,6 +73,9 @@ class SmartConnect:
       parsed as they stream in and have no such limit.
     - ``max_columns``: the most columns per table, and tables, of a data answer (every
       row is completed to its table's columns): more is ``ResponseParseError``.
+    - ``run_limits``: ``max_concurrent_runs`` across a fleet of processes too: a
+      ``smartconnect_async.redis_runs.RedisRunLimits`` (a run takes one of its company's
+      leases in Redis after its slot in this process; never sent without one). You close it.
 
     A setting of the wrong type raises ``TypeError``, one out of range ``ValueError``,
     here rather than on the first call.
@@ -99,6 +103,7 @@ class SmartConnect:
         refresh_margin: timedelta = timedelta(days=1),
         max_answer_size: int = 64 << 20,
         max_columns: int = 4096,
+        run_limits: RunLeases | None = None,
         clock: Clock = utc_now,
     ) -> None:
         _check_api_url(api_url)
@@ -113,6 +118,7 @@ class SmartConnect:
         _check_keepalive_expiry(keepalive_expiry)
         _check_token_store(token_store)
         _check_refresh_margin(refresh_margin)
+        _check_run_limits(run_limits)
         transport = Transport(
             api_url,
             _make_backend(backend, http_client, max_connections, keepalive_expiry),
@@ -130,6 +136,7 @@ class SmartConnect:
             max_concurrent_runs=max_concurrent_runs,
             max_answer_size=max_answer_size,
             max_columns=max_columns,
+            run_leases=run_limits,
         )
         self._bind(transport, credentials, {}, owner=True, options=(None, None))
 
@@ -322,6 +329,14 @@ def _check_token_store(store: object) -> None:
         raise TypeError(
             "token_store must have async get, set and delete methods; "
             f"{type(store).__name__} has no {', '.join(missing)}"
+        )
+
+
+def _check_run_limits(limits: object) -> None:
+    if limits is not None and not callable(getattr(limits, "lease", None)):
+        raise TypeError(
+            "run_limits must be a smartconnect_async.redis_runs.RedisRunLimits (or have its "
+            f"lease method), not {type(limits).__name__}"
         )
 
 

@@ -63,6 +63,10 @@ async def _work(inline: bool, work: Callable[[], T]) -> T:
 
 
 DATA_ENDPOINTS = frozenset({"GetAllData", "GetAllDataWithVariables"})
+RUN_ENDPOINTS = frozenset(
+    {"runmap", "RunMapWithVariables", "runmapdatatable", "RunMapDataTableWithErrors", "runmapxml"}
+)
+"""Endpoints that run a map: counted in flight per company (``runs_in_flight_max``)."""
 """Endpoints that answer XML only (docs/protocol.md): an Accept that excludes XML is a 406."""
 _LONG = re.compile(r"\s*[+-]?0*[0-9]{1,19}\s*", re.ASCII)
 """A long (Int64) as ASP.NET's model binding reads one: ASCII digits, an optional sign and
@@ -199,6 +203,30 @@ class _Api:
             await answer(scope, receive, send)
             return
 
+        run_company = self._run_company(request) if endpoint in RUN_ENDPOINTS else None
+        if run_company is None:
+            await self._answer(request, endpoint, rate, scope, receive, send)
+        else:
+            with emulator.run_in_flight(run_company):
+                await self._answer(request, endpoint, rate, scope, receive, send)
+
+    def _run_company(self, request: Request) -> str | None:
+        """The company a run request's token is valid for (``None``: it will be refused)."""
+        token = _Query(request).get("token")
+        record = self.emulator.token_record(token) if token is not None else None
+        return record.company_id if record is not None else None
+
+    async def _answer(
+        self,
+        request: Request,
+        endpoint: str,
+        rate: RateState | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Past the rate limit: apply faults, process the request and answer it."""
+        emulator = self.emulator
         decision = emulator.fault_plan.decide(endpoint)
         if decision.delay:
             await anyio.sleep(decision.delay)

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -45,7 +46,9 @@ class Counters:
     ``calls``: calls per endpoint (canonical name), counted before any fault or rate
     limit; ``token_calls``: GetToken calls per company id asked for; ``runs_by_map``:
     runs executed per map key; ``faults_fired``: injected faults per kind;
-    ``rate_limited``: calls refused by the rate limit.
+    ``rate_limited``: calls refused by the rate limit; ``runs_in_flight_max``: per
+    company, the most run requests the server was processing at once (from when one
+    passes the rate limit until its answer is sent, or its connection dropped).
     """
 
     calls: Mapping[str, int] = field(default_factory=dict)
@@ -53,6 +56,7 @@ class Counters:
     runs_by_map: Mapping[str, int] = field(default_factory=dict)
     faults_fired: Mapping[str, int] = field(default_factory=dict)
     rate_limited: int = 0
+    runs_in_flight_max: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total_calls(self) -> int:
@@ -74,6 +78,7 @@ class Counters:
             "total_runs": self.total_runs,
             "faults_fired": dict(self.faults_fired),
             "rate_limited": self.rate_limited,
+            "runs_in_flight_max": dict(self.runs_in_flight_max),
         }
 
 
@@ -155,6 +160,8 @@ class Emulator:
         self._runs_by_map: Counter[str] = Counter()
         self._faults_fired: Counter[str] = Counter()
         self._rate_limited = 0
+        self._runs_in_flight: Counter[str] = Counter()
+        self._runs_in_flight_max: Counter[str] = Counter()
         self.fault_plan = FaultPlan(seed, parse_faults(faults))
         self._limiter = RateLimiter(RateLimit.parse(rate_limit)) if rate_limit else None
 
@@ -419,6 +426,21 @@ class Emulator:
                 company = self._company(company_id)
                 self._token_calls[company.company_id if company else company_id] += 1
 
+    @contextmanager
+    def run_in_flight(self, company_id: str) -> Iterator[None]:
+        """Count a run request of ``company_id`` as in flight while the block runs
+        (for ``Counters.runs_in_flight_max``)."""
+        with self._lock:
+            self._runs_in_flight[company_id] += 1
+            now = self._runs_in_flight[company_id]
+            if now > self._runs_in_flight_max[company_id]:
+                self._runs_in_flight_max[company_id] = now
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs_in_flight[company_id] -= 1
+
     def count_fault(self, kind: str) -> None:
         """Count one injected fault."""
         with self._lock:
@@ -434,6 +456,7 @@ class Emulator:
                 dict(self._runs_by_map),
                 dict(self._faults_fired),
                 self._rate_limited,
+                dict(self._runs_in_flight_max),
             )
 
     def reset_counters(self) -> None:
@@ -444,6 +467,8 @@ class Emulator:
             self._runs_by_map.clear()
             self._faults_fired.clear()
             self._rate_limited = 0
+            # Runs still in flight count on: the high-water mark restarts from them.
+            self._runs_in_flight_max = +self._runs_in_flight
 
     @property
     def faults(self) -> tuple[FaultRule, ...]:

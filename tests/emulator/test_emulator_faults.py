@@ -337,6 +337,7 @@ async def test_admin_routes(served: str, emulator: Emulator, alice: DemoCredenti
             "total_runs": 1,
             "faults_fired": {"drop_before": 1},
             "rate_limited": 0,
+            "runs_in_flight_max": {"DEMO01": 1},
         }
         (run,) = (await admin.get("/_emulator/runs")).json()
         assert (run["MapKey"], run["Endpoint"], run["RecordCount"]) == (

@@ -381,3 +381,30 @@ async def test_large_runs_run_in_a_worker_thread_small_ones_on_the_loop(
     assert response.status_code == 200, response.text
     assert response.json()["RecordCount"] > 0
     assert len(hops) == (1 if threaded else 0)
+
+
+async def test_runs_in_flight_max_is_the_most_runs_of_a_company_processed_at_once(
+    client: httpx.AsyncClient, emulator: Emulator, token: str, alice: DemoCredential
+) -> None:
+    emulator.set_faults([{"kind": "latency", "ms": 300, "endpoints": ["runmap"]}])
+    other = emulator.issue_token(alice.email, "DEMO02")
+    demo02_key = next(m.key for m in emulator.maps.values() if m.company_id == "DEMO02")
+    statuses: list[int] = []
+
+    async def post(token: str, map_key: str) -> None:
+        response = await client.post("/runmap", params={"token": token, "mapKey": map_key})
+        statuses.append(response.status_code)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(post, token, IMPORT_CUSTOMERS_KEY)
+        group.start_soon(post, other, demo02_key)
+        group.start_soon(post, "not-a-token", IMPORT_CUSTOMERS_KEY)  # refused: no run
+    assert sorted(statuses) == [200, 200, 200, 200, 401]
+    await post(token, IMPORT_CUSTOMERS_KEY)  # one at a time: the mark stays
+    await client.post("/GetMapList", params={"token": token})  # not a run
+    counters = emulator.counters
+    assert counters.runs_in_flight_max == {"DEMO01": 3, "DEMO02": 1}
+    assert counters.to_json()["runs_in_flight_max"] == {"DEMO01": 3, "DEMO02": 1}
+    emulator.reset_counters()
+    assert emulator.counters.runs_in_flight_max == {}

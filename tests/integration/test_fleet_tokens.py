@@ -1,5 +1,5 @@
 """Tokens shared by a fleet: ``RedisTokenStore`` against the tests' real redis-server, and
-processes (``fleet_worker.py``) started together against the emulator on loopback."""
+processes (``fleet_token_worker.py``) started together against the emulator on loopback."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.anyio
 
 KEY = TokenKey.of("https://sc.example.com/API", "ACME-01", "user@example.com")
 SECRET = "c2VjcmV0LXRva2VuLXZhbHVl"  # the token value: never in Redis when encrypted, nor in logs
-WORKER = Path(__file__).with_name("fleet_worker.py")
+WORKER = Path(__file__).with_name("fleet_token_worker.py")
 FLEET = [demo("DEMO01"), demo("DEMO02", "bob"), demo("DEMO03")]
 
 
@@ -325,7 +325,7 @@ async def test_redis_down_is_one_warning_and_no_failed_call(
 
 
 class Fleet:
-    """Worker processes (``fleet_worker.py``), each set up and waiting for its go."""
+    """Worker processes (``fleet_token_worker.py``), each set up and waiting for its go."""
 
     def __init__(self, api_url: str, redis_url: str, prefix: str, lock_ttl: float) -> None:
         self.args = [str(WORKER), api_url, redis_url, prefix, str(lock_ttl)]

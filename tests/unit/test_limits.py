@@ -3,6 +3,8 @@ the per-company run cap and the connection cap, every wait bounded."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -10,7 +12,14 @@ import anyio
 import pytest
 
 from smartconnect_async import APITimeoutError, RateLimitError, Timeout
-from smartconnect_async._limits import MAX_PAUSE, GateClosed, Limits, RateGate, Slots
+from smartconnect_async._limits import (
+    MAX_PAUSE,
+    GateClosed,
+    LeaseTimeout,
+    Limits,
+    RateGate,
+    Slots,
+)
 from smartconnect_async._wire import Call
 
 
@@ -201,15 +210,38 @@ async def test_requests_beyond_the_pool_wait_within_the_pool_timeout() -> None:
         done.set()
 
 
+class Leases:
+    """Fleet run leases in memory: records what is asked, refuses when ``refuse``."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.refuse = refuse
+        self.events: list[tuple[str, str, str, int, float | None]] = []
+
+    @asynccontextmanager
+    async def lease(
+        self, scope: str, company: str, limit: int, timeout: float | None
+    ) -> AsyncIterator[None]:
+        if self.refuse is not None:
+            raise LeaseTimeout(self.refuse)
+        self.events.append(("take", scope, company, limit, timeout))
+        try:
+            yield
+        finally:
+            self.events.append(("give back", scope, company, limit, timeout))
+
+
 @pytest.mark.anyio
-async def test_a_run_that_waits_for_a_connection_gives_its_run_slot_back() -> None:
-    limits = Limits(max_connections=1, max_concurrent_runs=1)
+@pytest.mark.parametrize("fleet", [False, True], ids=["process", "fleet"])
+async def test_a_run_that_waits_for_a_connection_gives_its_run_slot_back(fleet: bool) -> None:
+    leases = Leases()
+    limits = Limits(max_connections=1, max_concurrent_runs=1, run_leases=leases if fleet else None)
     done = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_hold, limits, READ, "A", done)
         await anyio.wait_all_tasks_blocked()
         assert "connections stayed busy" in await _refused(limits, RUN, "C")
         done.set()
+    assert [event[0] for event in leases.events] == (["take", "give back"] if fleet else [])
     with anyio.fail_after(1):
         async with limits.admitted(RUN, "C", "C", QUICK):
             pass
@@ -230,6 +262,33 @@ async def test_an_attempt_that_ends_early_gives_every_slot_back(how: str) -> Non
     with anyio.fail_after(1):
         async with limits.admitted(RUN, "C", "C", QUICK):
             pass
+
+
+@pytest.mark.anyio
+async def test_a_run_takes_a_fleet_lease_after_its_run_slot_and_a_read_none() -> None:
+    leases = Leases()
+    limits = Limits(max_connections=1, max_concurrent_runs=3, run_leases=leases, scope="U")
+    async with limits.admitted(READ, "C", "C", QUICK):
+        assert leases.events == []
+    async with limits.admitted(RUN, "C", "C", QUICK):
+        assert leases.events == [("take", "U", "C", 3, 0.05)]
+        assert limits._runs["C"].free == 2  # the slot in this process is held too
+    assert [event[0] for event in leases.events] == ["take", "give back"]
+    assert limits._runs["C"].free == 3
+
+
+@pytest.mark.anyio
+async def test_no_fleet_lease_in_time_is_an_unsent_timeout_and_frees_the_run_slot() -> None:
+    limits = Limits(
+        max_connections=1,
+        max_concurrent_runs=1,
+        run_leases=Leases(refuse="Redis cannot be reached: ConnectionError"),
+    )
+    assert await _refused(limits, RUN, "C") == (
+        "runmap for map K: no fleet run lease for company C within 0.05s (Redis cannot be "
+        "reached: ConnectionError); nothing was sent"
+    )
+    assert limits._runs["C"].free == 1
 
 
 @pytest.mark.anyio

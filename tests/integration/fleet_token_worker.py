@@ -1,7 +1,7 @@
 """One process of a fleet, for ``test_fleet_tokens.py``: clients for some companies over a
 shared ``RedisTokenStore``, started together with the other processes.
 
-    python fleet_worker.py API_URL REDIS_URL PREFIX LOCK_TTL CALLS EMAIL:PASSWORD:COMPANY ...
+    python fleet_token_worker.py API_URL REDIS_URL PREFIX LOCK_TTL CALLS EMAIL:PASSWORD:COMPANY ...
 
 Prints ``ready`` once set up (imports done, clients made), waits for a line on stdin,
 then makes CALLS ``maps.list`` calls per company (10 callers each, all starting cold) and
