@@ -54,6 +54,7 @@ import anyio
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._limits import RunLeases
 from ._tokens import Clock, TokenStore
 from .auth import Auth
 from .client import Keep, SmartConnect
@@ -390,6 +391,7 @@ class ClientOptions(TypedDict, total=False):
     refresh_margin: timedelta
     max_answer_size: int
     max_columns: int
+    run_limits: RunLeases | None
     clock: Clock
 
 
