@@ -347,22 +347,27 @@ def test_a_fleet_of_8_processes_keeps_each_company_to_2_runs_in_flight(
     prefix: str,
     workers: list[subprocess.Popen[str]],
 ) -> None:
+    """The issue's proof: 8 processes x 3 companies, 200 calls each (25 runs, 175 map
+    lists), tokens and run limits shared through Redis: one GetToken per company for the
+    whole fleet, and never more than 2 of a company's runs in flight at the server."""
     emulator.set_faults(LATENCY_50MS)
-    base = {"redis_url": redis_url, "prefix": prefix, "lease_ttl": 5.0}
+    base = {"redis_url": redis_url, "prefix": prefix, "lease_ttl": 5.0, "shared_tokens": True}
     started = time.monotonic()
     for n in range(8):
-        _start(workers, server, {**base, "jobs": _company_jobs(emulator, n, 25)})
+        _start(workers, server, {**base, "reads": 175, "jobs": _company_jobs(emulator, n, 25)})
     outcomes = [_outcome(process) for process in workers]
     took = time.monotonic() - started
     assert [o["errors"] for o in outcomes] == [[]] * 8
     assert [o["ok"] for o in outcomes] == [75] * 8
+    assert [o["reads"] for o in outcomes] == [3 * 175] * 8
     counters = emulator.counters
+    assert counters.token_calls == {"DEMO01": 1, "DEMO02": 1, "DEMO03": 1}
     assert counters.runs_in_flight_max == {"DEMO01": 2, "DEMO02": 2, "DEMO03": 2}
     for company in ("DEMO01", "DEMO02", "DEMO03"):
         expected = sorted(f"w{n}-{company}-{i}" for n in range(8) for i in range(25))
         assert _tags(emulator, company) == expected  # each run executed exactly once
     assert counters.total_runs == 600
-    print(f"8 workers x 3 companies x 25 runs: {took:.2f}s")
+    print(f"8 workers x 3 companies x (25 runs + 175 reads): {took:.2f}s")
 
 
 @pytest.mark.emulator(rows=10)
