@@ -203,10 +203,11 @@ class DataSet:
 
 @attrs.frozen
 class ValidationFailure:
-    """One validation error of a ``RunMapDataTableWithErrors`` run.
+    """One error of a run: a row of its error table (``RunResult.errors``), or a
+    validation error of a ``RunMapDataTableWithErrors`` run (``validation_errors``).
 
-    ``row`` (1-based, as the server counts) and ``column`` say where, when the server said;
-    ``extra`` keeps every other field the server sent.
+    ``row`` (1-based, as the server counts; an int in both) and ``column`` say where,
+    when the server said; ``extra`` keeps every other field the server sent.
     """
 
     message: str
@@ -221,8 +222,9 @@ class RunResult:
 
     ``status`` 0 is success; ``ok`` is true only for status 0 with no errors. ``errors``
     holds the rows of the run's error table, ``validation_errors`` the validation errors
-    of a with-errors run. ``raw`` keeps the whole answer, unknown fields included.
-    ``request_id``: the answer's ``X-Request-Id``, for audit trails.
+    of a with-errors run, each a ``ValidationFailure`` (message, column, row number).
+    ``raw`` keeps the whole answer, unknown fields included. ``request_id``: the
+    answer's ``X-Request-Id``, for audit trails.
     """
 
     status: int
@@ -232,7 +234,7 @@ class RunResult:
     record_count: int
     error_count: int
     error_message: str
-    errors: tuple[Row, ...] = ()
+    errors: tuple[ValidationFailure, ...] = ()
     validation_errors: tuple[ValidationFailure, ...] = ()
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
     request_id: str | None = attrs.field(default=None, eq=False)

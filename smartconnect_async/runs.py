@@ -73,7 +73,12 @@ def parse_run_result(body: bytes) -> RunResult:
         record_count=field(value, "RecordCount", int, what, default=0),
         error_count=field(value, "ErrorCount", int, what, default=0),
         error_message=field(value, "ErrorMessage", str, what, default=""),
-        errors=parse_error_table(field(value, "Errors", str, what, default="")),
+        errors=tuple(
+            _validation_failure(row, f"{what}: Errors row {i + 1}")
+            for i, row in enumerate(
+                parse_error_table(field(value, "Errors", str, what, default=""))
+            )
+        ),
         validation_errors=tuple(
             _validation_failure(item, f"{what}: ValidationErrors[{i}]")
             for i, item in enumerate(validation)

@@ -26,6 +26,7 @@ from .. import (
     RunRequest,
     RunResult,
     SmartConnect,
+    ValidationFailure,
 )
 from ._output import describe_error, make_table
 
@@ -174,7 +175,7 @@ def status_text(outcome: Outcome) -> str:
 def error_lines(result: RunResult, limit: int = SHOWN_ERRORS) -> list[str]:
     """The first errors of a failed run, one line each."""
     lines: list[str] = []
-    for failure in result.validation_errors:
+    for failure in result.validation_errors or result.errors:
         where = " ".join(
             part
             for part in (
@@ -183,17 +184,9 @@ def error_lines(result: RunResult, limit: int = SHOWN_ERRORS) -> list[str]:
             )
             if part
         )
-        lines.append(f"{where}: {failure.message}" if where else failure.message)
-    if not lines:
-        for row in result.errors:
-            folded = {k.lower(): v for k, v in row.items()}
-            message = folded.pop("message", None) or folded.pop("errormessage", None)
-            number = folded.pop("rownumber", None)
-            column = folded.pop("columnname", None)
-            where = " ".join(p for p in (f"row {number}" if number else "", column or "") if p)
-            rest = "; ".join(f"{k}={v}" for k, v in row.items() if k.lower() in folded and v)
-            text = message or rest or "(no message)"
-            lines.append(f"{where}: {text}" if where else text)
+        rest = "; ".join(f"{k}={v}" for k, v in failure.extra.items() if v)
+        text = failure.message or rest or "(no message)"
+        lines.append(f"{where}: {text}" if where else text)
     if not lines and result.error_message:
         lines.append(result.error_message)
     if len(lines) > limit:
@@ -295,6 +288,12 @@ def totals_text(outcomes: Sequence[Outcome]) -> Text:
     return text
 
 
+def _failure_json(failure: ValidationFailure) -> dict[str, Any]:
+    """A run's error (a row of its error table, or a validation error) as JSON."""
+    extra = {k: v for k, v in failure.extra.items() if k not in ("row", "column", "message")}
+    return {"row": failure.row, "column": failure.column, "message": failure.message, **extra}
+
+
 def summary_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The batch for machines: totals and one object per run, in input order."""
     runs: list[dict[str, Any]] = []
@@ -314,20 +313,8 @@ def summary_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
                 errors=result.error_count,
                 status=result.status,
                 error_message=result.error_message,
-                error_rows=[dict(row) for row in result.errors],
-                validation_errors=[
-                    {
-                        "row": f.row,
-                        "column": f.column,
-                        "message": f.message,
-                        **{
-                            k: v
-                            for k, v in f.extra.items()
-                            if k not in ("row", "column", "message")
-                        },
-                    }
-                    for f in result.validation_errors
-                ],
+                error_rows=[_failure_json(f) for f in result.errors],
+                validation_errors=[_failure_json(f) for f in result.validation_errors],
             )
         else:
             error = outcome.error

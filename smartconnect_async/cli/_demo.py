@@ -217,11 +217,12 @@ async def _show(
             "were rejected because they have no checkbook. The run's error table:",
         )
         errors = make_table()
-        columns = list(dict.fromkeys(name for row in failing.errors for name in row))
-        for column in columns:
-            errors.add_column(column, justify="right" if column == "RowNumber" else "left")
-        for row in failing.errors:
-            errors.add_row(*(Text(row.get(c) or "") for c in columns))
+        errors.add_column("Row", justify="right")
+        errors.add_column("Column")
+        errors.add_column("Message")
+        for failure in failing.errors:
+            number = "" if failure.row is None else str(failure.row)
+            errors.add_row(number, Text(failure.column or ""), Text(failure.message))
         out.print(errors)
         saved = await sc.errors.save(
             FAILING_MAP,

@@ -281,7 +281,8 @@ def test_run_json_output(run_cli) -> None:
     assert items["records"] == 300
     assert receipts["outcome"] == "failed"
     assert receipts["errors"] == 4
-    assert receipts["error_rows"][0]["ColumnName"] == "CheckbookId"
+    assert receipts["error_rows"][0]["column"] == "CheckbookId"
+    assert isinstance(receipts["error_rows"][0]["row"], int)
     assert isinstance(receipts["run_number"], int)
     assert missing["outcome"] == "error"
     assert missing["error"]["type"] == "UnknownMapError"

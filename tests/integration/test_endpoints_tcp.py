@@ -491,17 +491,9 @@ async def test_run_data_table_sends_exactly_the_rows(
     assert (result.record_count, result.error_count) == (3, 2)
     assert result.status == STATUS_COMPLETED_WITH_ERRORS
     assert not result.ok
-    assert [dict(e) for e in result.errors] == [
-        {
-            "RowNumber": "2",
-            "ColumnName": "AccountNumber",
-            "Message": "Required column 'AccountNumber' is empty.",
-        },
-        {
-            "RowNumber": "3",
-            "ColumnName": "AccountNumber",
-            "Message": "Required column 'AccountNumber' was not supplied.",
-        },
+    assert list(result.errors) == [
+        ValidationFailure("Required column 'AccountNumber' is empty.", "AccountNumber", 2),
+        ValidationFailure("Required column 'AccountNumber' was not supplied.", "AccountNumber", 3),
     ]
     assert result.error_message == "Required column 'AccountNumber' was not supplied."
     if with_errors:
@@ -582,8 +574,8 @@ async def test_post_cash_receipts_fails_and_raise_for_status_raises(
     assert not result.ok
     assert result.status == STATUS_COMPLETED_WITH_ERRORS == record.status
     assert result.error_count == len(missing) == record.error_count
-    assert [int(e["RowNumber"] or 0) for e in result.errors] == missing
-    assert {e["ColumnName"] for e in result.errors} == {"CheckbookId"}
+    assert [e.row for e in result.errors] == missing
+    assert {e.column for e in result.errors} == {"CheckbookId"}
     assert result.error_message == "Required column 'CheckbookId' was not supplied."
     with pytest.raises(MapRunFailed, match="Post Cash Receipts") as caught:
         result.raise_for_status()

@@ -237,12 +237,8 @@ def test_parse_errors_table_escaped() -> None:
     answer = run_json(Status=1, ErrorCount=2, Errors=net_escape(ERRORS_XML), ErrorMessage="x")
     result = parse_run_result(dumps(answer))
     assert result.errors == (
-        {
-            "RowNumber": "2",
-            "ColumnName": "AccountNumber",
-            "Message": "Customer 'CUST002' & more: missing",
-        },
-        {"RowNumber": "3", "ColumnName": "Phone", "Message": "Too long"},
+        ValidationFailure("Customer 'CUST002' & more: missing", "AccountNumber", 2),
+        ValidationFailure("Too long", "Phone", 3),
     )
     assert not result.ok
 
@@ -250,7 +246,7 @@ def test_parse_errors_table_escaped() -> None:
 def test_parse_errors_table_unescaped() -> None:
     result = parse_run_result(dumps(run_json(Errors=ERRORS_XML, ErrorCount=2)))
     assert len(result.errors) == 2
-    assert result.errors[1]["Message"] == "Too long"
+    assert result.errors[1] == ValidationFailure(message="Too long", column="Phone", row=3)
 
 
 def test_parse_validation_errors_keep_unknown_fields() -> None:
@@ -591,7 +587,7 @@ async def test_run_result_through_the_client() -> None:
             result = await sc.runs.run_data_table(GUID_CUSTOMERS, ROWS, with_errors=True)
     assert result.status == 1
     assert result.error_message == "1 document failed"
-    assert [e["RowNumber"] for e in result.errors] == ["2", "3"]
+    assert [e.row for e in result.errors] == [2, 3]  # ints, as in validation_errors
     assert result.validation_errors == (
         ValidationFailure(message="bad", column="Phone", row=3, extra={"X": 1}),
     )
