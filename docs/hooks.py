@@ -4,7 +4,8 @@ one source (README.md, the emulator's README, benchmarks/RESULTS.md).
 A line ``<!-- include PATH -->`` is replaced by the file at PATH (relative to the
 repository); ``<!-- include PATH#Heading -->`` by that heading's section, without the
 heading line, up to the next heading of the same or a higher level;
-``<!-- include PATH#Heading top -->`` stops at the next heading of any level. Links in
+``<!-- include PATH#Heading top -->`` stops at the next heading of any level. A file
+that is not Markdown (an example's code) comes whole, as a fenced code block. Links in
 the included text are rewritten for the page: a file that is also a page of the site
 (``SOURCES``) links to that page, a file under ``docs/`` to itself, and a link to a
 heading of README.md to the page that includes it (``ANCHORS``). Anything else is an
@@ -46,6 +47,8 @@ _INCLUDE = re.compile(r"^<!-- include (?P<path>[^#\s]+)(?:#(?P<heading>.+?))?(?P
 _HEADING = re.compile(r"^(#{1,6}) (.+?)\s*$")
 _LINK = re.compile(r"(\]\()([^)\s]+)(\))")
 _FENCE = re.compile(r"^(```|~~~)")
+_LANGUAGES = {".py": "python"}
+"""The fence's language for each suffix of an included code file."""
 
 
 def on_files(files: Files, config: Any) -> Files:
@@ -65,6 +68,9 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
             lines.append(line)
             continue
         path, heading = match["path"], match["heading"]
+        if not path.endswith(".md"):
+            lines.append(_code(path, heading))
+            continue
         text = _section(path, heading, top=bool(match["top"]))
         lines.append(_relink(text, path, page.file.src_uri))
     return "\n".join(lines) + "\n"
@@ -95,6 +101,15 @@ def _section(path: str, heading: str | None, *, top: bool) -> str:
     if level == 0:
         raise PluginError(f"include: no heading {heading!r} in {path}")
     return "\n".join(taken).strip("\n")
+
+
+def _code(path: str, heading: str | None) -> str:
+    """The code file at ``path``, fenced (in backticks more than any run it holds)."""
+    if heading is not None:
+        raise PluginError(f"include: {path} is not Markdown: it has no headings")
+    text = _section(path, None, top=False)
+    fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", text))])
+    return f"{fence}{_LANGUAGES.get(Path(path).suffix, '')}\n{text}\n{fence}"
 
 
 def _relink(text: str, source: str, page: str) -> str:

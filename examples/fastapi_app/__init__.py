@@ -1,0 +1,1 @@
+"""A FastAPI backend over SmartConnect (``app.py``; see the README beside it)."""
