@@ -85,7 +85,8 @@ class RunIn(BaseModel):
 
 
 class FailureOut(BaseModel):
-    """A validation error of a run (``with_errors``)."""
+    """An error of a run: a row of its error table, or a validation error
+    (``with_errors``)."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -108,7 +109,7 @@ class RunOut(BaseModel):
     record_count: int
     error_count: int
     error_message: str
-    errors: list[dict[str, str | None]]
+    errors: list[FailureOut]
     validation_errors: list[FailureOut]
     request_id: str | None
 

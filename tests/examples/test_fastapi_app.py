@@ -231,7 +231,11 @@ async def test_failed_run_is_answered_not_raised(
     assert answer.status_code == 200
     body = answer.json()
     assert (body["ok"], body["status"], body["error_count"]) == (False, 1, 4)
-    assert body["errors"][0]["ColumnName"] == "CheckbookId"
+    assert body["errors"][0] == {
+        "row": 2,
+        "column": "CheckbookId",
+        "message": "Required column 'CheckbookId' was not supplied.",
+    }
     assert smartconnect_emulator.counters.runs_by_map == {POST_CASH_RECEIPTS_KEY: 1}
 
 
