@@ -79,9 +79,10 @@ FIRST_POLL = 0.002
 """Seconds before a waiting run asks Redis again; doubled after each refusal..."""
 LAST_POLL = 0.05
 """...up to this (each pause drawn between half and all of it)."""
-GIVE_BACK_TIMEOUT = 5.0
+GIVE_BACK_TIMEOUT = 0.5
 """The longest a run waits for Redis to take its lease back (shielded from
-cancellation); past it, the lease expires after its TTL."""
+cancellation; a give-back takes a millisecond): past it, the lease expires after its
+TTL, and the run's call is not held up by a Redis that does not answer."""
 
 
 class RedisRunLimits:
@@ -190,7 +191,6 @@ class RedisRunLimits:
         ``timeout`` seconds (``LeaseTimeout``)."""
         deadline = None if timeout is None else anyio.current_time() + timeout
         pause = FIRST_POLL
-        in_doubt = False  # a request whose answer was lost may have taken the lease
         reason = ""
         try:
             while True:
@@ -201,14 +201,12 @@ class RedisRunLimits:
                     try:
                         held = await self._script(self._acquire, key, limit, self._ttl_ms, lease)
                     except self._errors as exc:
-                        in_doubt = True
                         reason = f"Redis cannot be reached: {type(exc).__name__}"
                     else:
                         if held < 0:
                             return
                         reason = f"all {held} run leases of company {company} were held"
                 if scope.cancelled_caught:
-                    in_doubt = True
                     raise LeaseTimeout("Redis did not answer in time")
                 wait = pause * random.uniform(0.5, 1.0)
                 if deadline is not None:
@@ -216,8 +214,9 @@ class RedisRunLimits:
                 await anyio.sleep(wait)
                 pause = min(pause * 2, LAST_POLL)
         except BaseException:
-            if in_doubt:
-                await self._give_back(key, lease, company)
+            # A request whose answer was lost, or cancelled while Redis ran it, may have
+            # taken the lease: give it back (removing one that is not there costs nothing).
+            await self._give_back(key, lease, company)
             raise
 
     async def _keep(self, key: str, lease: str, company: str) -> None:

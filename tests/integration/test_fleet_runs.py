@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -463,3 +464,69 @@ def test_settings_of_the_wrong_type_or_out_of_range_are_refused(
     with pytest.raises(error) as caught:
         RedisRunLimits(redis_or_url, **options)
     assert str(caught.value).startswith(message)
+
+
+# ---- a slow or silent Redis ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_while_redis_runs_its_request_leaves_no_lease(
+    redis_url: str, prefix: str, store: redis.Redis
+) -> None:
+    async with RedisRunLimits(redis_url, prefix=prefix, lease_ttl=30) as limits:
+        key = limits.key(SCOPE, "DEMO01")
+        async with limits.lease(SCOPE, "DEMO01", 2, 5.0):  # connected, scripts loaded
+            pass
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.execute_command, "DEBUG", "SLEEP", "0.3")  # Redis busy
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(0.1):  # the caller gives up (a client went away)
+                async with limits.lease(SCOPE, "DEMO01", 2, 5.0):
+                    pytest.fail("the lease came while Redis slept")
+        assert await store.zrange(key, 0, -1) == []  # not held for lease_ttl (30 s)
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[str]:
+    """A Redis URL whose server accepts connections and never answers (a hung server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            with suppress(OSError):  # the accept timed out: look at ``done`` again
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    done.set()
+    thread.join(5)
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.emulator(rows=5)
+async def test_a_redis_that_never_answers_holds_a_run_no_longer_than_its_bounds(
+    silent_redis: str, server: LoopbackServer, emulator: Emulator, alice01: Credentials
+) -> None:
+    quick, patient = Timeout(10, pool=0.5, total=1.0), Timeout(10, pool=30)
+    async with (
+        RedisRunLimits(silent_redis) as limits,
+        SmartConnect(server.api_url, alice01, timeout=quick, run_limits=limits) as sc,
+    ):
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError, match="Redis did not answer in time"):
+            await sc.runs.run(IMPORT_CUSTOMERS_KEY, max_retries=0)
+        assert time.monotonic() - started < 1.3  # the pool timeout, then a short give-back
+        started = time.monotonic()
+        with anyio.move_on_after(0.2):
+            await sc.runs.run(IMPORT_CUSTOMERS_KEY, max_retries=0, timeout=patient)
+        assert time.monotonic() - started < 1.0  # cancelled promptly
+    assert emulator.counters.total_runs == 0
