@@ -88,10 +88,12 @@ class _Inflater:
     caller reads bounds the memory an answer costs. httpx inflates each network read
     whole: one 64 KiB read of a compressed 512 MiB answer became tens of MiB at once."""
 
-    __slots__ = ("_zlib",)
+    __slots__ = ("_raw_too", "_started", "_zlib")
 
-    def __init__(self, wbits: int) -> None:
+    def __init__(self, wbits: int, *, raw_too: bool = False) -> None:
         self._zlib = zlib.decompressobj(wbits)
+        self._raw_too = raw_too  # deflate: some servers send it without the zlib header
+        self._started = False  # a compressed byte came (an empty body is no stream)
 
     @classmethod
     def of(cls, encoding: str) -> _Inflater | None:
@@ -101,7 +103,7 @@ class _Inflater:
         if encoding == "gzip":
             return cls(16 + zlib.MAX_WBITS)
         if encoding == "deflate":
-            return cls(32 + zlib.MAX_WBITS)  # zlib-wrapped, as RFC 9110 says (or gzip)
+            return cls(32 + zlib.MAX_WBITS, raw_too=True)  # zlib-wrapped, as RFC 9110 says
         return None
 
     def pieces(self, data: bytes | None) -> Iterator[bytes]:
@@ -110,10 +112,16 @@ class _Inflater:
         try:
             if data is None:
                 rest = inflate.flush()
-                if not inflate.eof:
+                if self._started and not inflate.eof:
                     raise httpx.DecodingError("the compressed answer ends early")
                 yield rest
                 return
+            if data and not self._started:
+                self._started = True
+                if self._raw_too and not _framed(data):
+                    # Neither a zlib nor a gzip header: raw deflate, which some servers
+                    # send for "deflate" and httpx and aiohttp read too.
+                    inflate = self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
             while data:
                 piece = inflate.decompress(data, _INFLATED)
                 data = inflate.unconsumed_tail
@@ -121,6 +129,14 @@ class _Inflater:
                     yield piece
         except zlib.error as exc:
             raise httpx.DecodingError(f"the compressed answer is corrupt: {exc}") from None
+
+
+def _framed(head: bytes) -> bool:
+    """Whether a deflate body starts with a zlib header (method 8, a check making the
+    first two bytes a multiple of 31) or gzip's magic number."""
+    if head[:2] == b"\x1f\x8b" or len(head) < 2:
+        return True
+    return head[0] & 0x0F == zlib.DEFLATED and (head[0] << 8 | head[1]) % 31 == 0
 
 
 _INFLATED = 1 << 16

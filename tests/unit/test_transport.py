@@ -645,9 +645,21 @@ async def test_an_answer_over_max_answer_size_is_refused_unread(gzip_it: bool) -
     assert body.pulled < len(body.chunks)
 
 
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
 @pytest.mark.parametrize(
     ("encoding", "compress"),
-    [("gzip", gzip.compress), ("deflate", zlib.compress), ("GZIP", gzip.compress)],
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", _raw_deflate),  # no zlib header: httpx and aiohttp read it too
+        ("deflate", gzip.compress),
+        ("GZIP", gzip.compress),
+    ],
+    ids=["gzip", "deflate", "raw-deflate", "gzip-as-deflate", "upper-case"],
 )
 async def test_compressed_answers_are_read_and_asked_for_as_gzip_or_deflate(
     encoding: str, compress: Callable[[bytes], bytes]
@@ -661,6 +673,15 @@ async def test_compressed_answers_are_read_and_asked_for_as_gzip_or_deflate(
             maps = await sc.maps.list()
     assert [m.key for m in maps] == [GUID_CUSTOMERS, GUID_ORDERS]
     assert route.calls.last.request.headers["Accept-Encoding"] == "gzip, deflate"
+
+
+async def test_an_empty_compressed_answer_is_an_empty_body() -> None:
+    answer = httpx.Response(503, headers={"Content-Encoding": "gzip"}, stream=CountedBody([]))
+    with mock_api() as api:
+        route = api.post("/runmap").mock(side_effect=[answer, httpx.Response(200, json=run_json())])
+        async with client(max_retries=1) as sc:
+            assert (await sc.runs.run(GUID_CUSTOMERS)).ok  # a 503, so sent again: not unknown
+    assert route.call_count == 2
 
 
 @pytest.mark.parametrize(
