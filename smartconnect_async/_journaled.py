@@ -197,8 +197,16 @@ async def run_journaled(
             created_at=at,
             updated_at=at,
         )
+        wanted = (record.company_id, record.map_key, record.digest)
         begun, record = await journal.begin(record)
         if not begun:
+            if (record.company_id, record.map_key, record.digest) != wanted:
+                raise JournalConflict(
+                    f"the journal's run {entry.key!r} is another run (its company, map, "
+                    "variables or rows differ): this one was not sent. Give it a key of "
+                    "its own",
+                    keys=[entry.key],
+                )
             if record.state == "done":
                 return recorded_result(record)
             raise _needs_resolution(record)

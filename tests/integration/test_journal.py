@@ -162,6 +162,25 @@ async def test_a_run_resolved_as_not_run_is_sent_once_by_the_next_resume(
     assert (held.state, held.attempts) == ("done", 2)
 
 
+async def test_a_key_reused_for_another_run_is_a_conflict_not_the_old_result(
+    make_client: MakeClient, emulator: Emulator, journal: RunJournal
+) -> None:
+    sc = make_client()
+    march = RunRequest("Import Items", variables={"GBL_BATCH": "march"}, key="payroll")
+    [done] = await sc.runs.run_many([march], journal=journal)
+    assert isinstance(done, RunResult)
+    april = RunRequest("Import Items", variables={"GBL_BATCH": "april"}, key="payroll")
+    [refused] = await sc.runs.run_many([april], journal=journal, resume=True)
+    assert isinstance(refused, JournalConflict)
+    assert refused.keys == ("payroll",)
+    assert "is another run" in str(refused)
+    assert emulator.counters.total_runs == 1  # april was not sent, nor reported as done
+    [again] = await sc.runs.run_many([march], journal=journal, resume=True)
+    assert isinstance(again, RunResult)  # the same run: its recorded result
+    assert again.run_number == done.run_number
+    assert emulator.counters.total_runs == 1
+
+
 async def test_a_run_left_sending_by_a_crash_is_refused(
     make_client: MakeClient, emulator: Emulator, journal: RunJournal
 ) -> None:
