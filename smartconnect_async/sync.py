@@ -188,16 +188,20 @@ class _Feed:
         self._send, self._receive = anyio.create_memory_object_stream[Row](_BATCH)
         self._error: Exception | None = None
 
-    async def pump(self, stream: RowStream) -> None:
+    async def pump(self, stream: RowStream, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Enter ``stream`` (the request is sent: its error is raised to whoever started
+        this task), then read it."""
         try:
             async with stream:
-                async for row in stream:
-                    try:
-                        self._send.send_nowait(row)  # no event loop turn per row
-                    except anyio.WouldBlock:
-                        await self._send.send(row)
-        except Exception as exc:
-            self._error = exc  # raised to the caller after the rows before it
+                task_status.started()
+                try:
+                    async for row in stream:
+                        try:
+                            self._send.send_nowait(row)  # no event loop turn per row
+                        except anyio.WouldBlock:
+                            await self._send.send(row)
+                except Exception as exc:
+                    self._error = exc  # raised to the caller after the rows before it
         finally:
             self._send.close()
 
@@ -219,19 +223,9 @@ class _Feed:
 async def _feeding(stream: RowStream) -> AsyncIterator[_Feed]:
     feed = _Feed()
     async with anyio.create_task_group() as group:
-        group.start_soon(feed.pump, stream)
+        await group.start(feed.pump, stream)
         yield feed
         group.cancel_scope.cancel()
-
-
-def _rows(portal: _Portal, stream: RowStream) -> Generator[Row, None, None]:
-    cm = portal.portal.wrap_async_context_manager(_feeding(stream))
-    feed = portal.enter(cm)
-    try:
-        while batch := portal.call(feed.take):
-            yield from batch
-    finally:
-        portal.leave(cm)
 
 
 class _Closing:
@@ -252,18 +246,72 @@ class _Closing:
         self.close()
 
 
-class SyncRowStream(_Closing):
-    """``iter_rows``' rows, read as they arrive: iterate it; use it as ``with`` (or call
-    ``close``) to release the connection when you stop before the end."""
+class _Reading:
+    """The feed of one stream's rows: started once (the request sent, its status
+    checked), stopped once."""
 
     def __init__(self, portal: _Portal, stream: RowStream) -> None:
-        self._stream = stream
-        self._rows = _rows(portal, stream)  # started by the first next()
+        self.portal = portal
+        self.stream = stream
+        self._feeding: AbstractContextManager[_Feed] | None = None
+        self._feed: _Feed | None = None
+
+    def start(self) -> _Feed:
+        if self._feed is None:
+            feeding = self.portal.portal.wrap_async_context_manager(_feeding(self.stream))
+            self._feed = self.portal.enter(feeding)  # raises the request's error, if any
+            self._feeding = feeding  # to leave: entered
+        return self._feed
+
+    def stop(self) -> None:
+        feeding, self._feeding = self._feeding, None
+        if feeding is not None:
+            self.portal.leave(feeding)
+
+
+def _rows(reading: _Reading) -> Generator[Row, None, None]:
+    # A function, not a method: a stream dropped unread frees its generator, which
+    # stops the feed (a method's generator would hold the stream in a cycle).
+    feed = reading.start()
+    try:
+        while batch := reading.portal.call(feed.take):
+            yield from batch
+    finally:
+        reading.stop()
+
+
+class SyncRowStream(_Closing):
+    """``iter_rows``' rows, read as they arrive: use it as ``with`` (entering sends the
+    request and raises its errors, as ``RowStream`` does), then iterate it; ``close``
+    releases the connection when you stop before the end."""
+
+    def __init__(self, portal: _Portal, stream: RowStream) -> None:
+        self._reading = _Reading(portal, stream)
+        self._rows = _rows(self._reading)  # started by entering, or by the first next()
 
     @property
     def table(self) -> str | None:
         """The table whose rows are yielded: the one asked for, else the first one."""
-        return self._stream.table
+        return self._reading.stream.table
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """``RowStream.columns``: the table's columns seen so far."""
+        return self._reading.portal.call(self._read_in_loop, "columns")
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """``RowStream.tables``: the tables the answer held rows of, so far."""
+        return self._reading.portal.call(self._read_in_loop, "tables")
+
+    async def _read_in_loop(self, name: str) -> tuple[str, ...]:
+        """An attribute of the stream, read in the loop that changes it."""
+        value: tuple[str, ...] = getattr(self._reading.stream, name)
+        return value
+
+    def __enter__(self) -> SyncRowStream:
+        self._reading.start()
+        return self
 
     def __iter__(self) -> Iterator[Row]:
         return self._rows
@@ -274,6 +322,7 @@ class SyncRowStream(_Closing):
     def close(self) -> None:
         """Stop reading and release the connection."""
         self._rows.close()
+        self._reading.stop()  # entered but never read
 
 
 class _Group(Generic[G]):

@@ -186,8 +186,26 @@ def test_an_unknown_map_is_an_unknown_map_error(sc: SmartConnectSync) -> None:
     with pytest.raises(UnknownMapError) as caught:
         sc.maps.columns("No Such Map")
     assert caught.value.map == "No Such Map"
-    with pytest.raises(UnknownMapError), sc.data.iter_rows("No Such Map") as rows:
-        next(rows)
+    stream = sc.data.iter_rows("No Such Map")
+    with pytest.raises(UnknownMapError):
+        stream.__enter__()  # what ``with`` does: the error comes before any row
+    stream.close()
+
+
+def test_entering_iter_rows_sends_the_request(
+    sc: SmartConnectSync, emulator: Emulator, server: LoopbackServer
+) -> None:
+    with sc.data.iter_rows(IMPORT_SALES_ORDERS_KEY, table="Line") as rows:
+        assert emulator.counters.calls["GetAllData"] == 1  # sent on entering
+        assert rows.columns == ()
+        first = next(rows)
+        assert rows.columns == tuple(first)
+        assert sum(1 for _ in rows) > 0
+    assert rows.tables == ("Header", "Line")
+    with sc.data.iter_rows(KEY):
+        pass  # entered, never read: released on leaving
+    _assert_idle(sc, server)
+    assert emulator.counters.calls["GetAllData"] == 2
 
 
 def test_a_wrong_password_is_an_authentication_error(
