@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -166,3 +168,17 @@ def assert_pool_idle(server: LoopbackServer) -> PoolIdle:
         await wait_server_idle(server)
 
     return check
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix of this test only (the tests share one redis-server)."""
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[redis.Redis]:
+    """A plain redis-py client of the tests' redis-server, to look at what was written."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -43,26 +42,12 @@ def anyio_backend() -> str:
     return "asyncio"  # redis-py's asyncio client
 
 
-@pytest.fixture
-def prefix() -> str:
-    """Keys of this test only."""
-    return f"test-{uuid.uuid4().hex[:12]}:"
+async def _leases(raw: redis.Redis, key: str) -> list[tuple[bytes, float]]:
+    return [(member, score) for member, score in await raw.zrange(key, 0, -1, withscores=True)]
 
 
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[redis.Redis]:
-    """A plain client of the tests' redis-server, to look at the leases."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def _leases(store: redis.Redis, key: str) -> list[tuple[bytes, float]]:
-    return [(member, score) for member, score in await store.zrange(key, 0, -1, withscores=True)]
-
-
-async def _server_ms(store: redis.Redis) -> float:
-    seconds, micros = await store.time()
+async def _server_ms(raw: redis.Redis) -> float:
+    seconds, micros = await raw.time()
     return seconds * 1000 + micros / 1000
 
 
@@ -98,52 +83,52 @@ def _tags(emulator: Emulator, company: str) -> list[str]:
 
 @pytest.mark.anyio
 async def test_a_lease_expires_by_the_redis_server_s_clock_when_its_holder_crashed(
-    redis_url: str, prefix: str, store: redis.Redis
+    redis_url: str, prefix: str, raw: redis.Redis
 ) -> None:
     async with _two(redis_url, prefix, 1.0) as (crashed, alive):
         key = alive.key(SCOPE, "DEMO01")
         assert key == f"{prefix}runs:DEMO01@{SCOPE}"
         # Taken, then neither renewed nor given back: its process died.
         await crashed._take(key, "crashed", "DEMO01", 1, None)
-        ((member, expiry),) = await _leases(store, key)
+        ((member, expiry),) = await _leases(raw, key)
         assert member == b"crashed"
-        assert expiry == pytest.approx(await _server_ms(store) + 1000, abs=50)
+        assert expiry == pytest.approx(await _server_ms(raw) + 1000, abs=50)
 
         assert await _refused(alive) == "all 1 run leases of company DEMO01 were held"
         async with alive.lease(SCOPE, "DEMO01", 1, 3.0):
-            granted = await _server_ms(store)
-            ((member, _),) = await _leases(store, key)
+            granted = await _server_ms(raw)
+            ((member, _),) = await _leases(raw, key)
         assert member != b"crashed"
         assert expiry <= granted <= expiry + 150  # when it expired, give or take a poll
-    assert await store.exists(key) == 0
+    assert await raw.exists(key) == 0
 
 
 @pytest.mark.anyio
 async def test_renewal_keeps_a_long_run_s_lease(
-    redis_url: str, prefix: str, store: redis.Redis
+    redis_url: str, prefix: str, raw: redis.Redis
 ) -> None:
     async with _two(redis_url, prefix, 0.6) as (holder, other):
         key = holder.key(SCOPE, "DEMO01")
         async with holder.lease(SCOPE, "DEMO01", 1, 1.0):
-            ((member, first),) = await _leases(store, key)
+            ((member, first),) = await _leases(raw, key)
             await anyio.sleep(1.5)  # 2.5 lease TTLs: only renewal keeps it
-            ((still, renewed),) = await _leases(store, key)
+            ((still, renewed),) = await _leases(raw, key)
             assert (still, renewed > first) == (member, True)
-            assert renewed > await _server_ms(store)
+            assert renewed > await _server_ms(raw)
             assert await _refused(other) == "all 1 run leases of company DEMO01 were held"
-        assert await store.exists(key) == 0
+        assert await raw.exists(key) == 0
 
 
 @pytest.mark.anyio
 async def test_a_lease_is_given_back_on_error_and_on_cancellation_even_while_waiting(
-    redis_url: str, prefix: str, store: redis.Redis
+    redis_url: str, prefix: str, raw: redis.Redis
 ) -> None:
     async with RedisRunLimits(redis_url, prefix=prefix) as limits:
         key = limits.key(SCOPE, "DEMO01")
         with pytest.raises(ValueError, match="boom"):
             async with limits.lease(SCOPE, "DEMO01", 1, 1.0):
                 raise ValueError("boom")
-        assert await store.exists(key) == 0
+        assert await raw.exists(key) == 0
 
         held, waiting = anyio.Event(), anyio.Event()
         with anyio.CancelScope() as outer:
@@ -164,10 +149,10 @@ async def test_a_lease_is_given_back_on_error_and_on_cancellation_even_while_wai
                 await held.wait()
                 group.start_soon(wait_for_one)
                 await waiting.wait()
-                assert len(await _leases(store, key)) == 1
+                assert len(await _leases(raw, key)) == 1
                 outer.cancel()
         assert outer.cancelled_caught
-        assert await store.exists(key) == 0
+        assert await raw.exists(key) == 0
 
 
 # ---- clients in one process ------------------------------------------------------------
@@ -186,7 +171,7 @@ async def test_two_clients_with_their_own_leases_keep_a_company_to_its_limit(
     redis_url: str,
     prefix: str,
     alice01: Credentials,
-    store: redis.Redis,
+    raw: redis.Redis,
 ) -> None:
     emulator.set_faults(LATENCY_50MS)
 
@@ -216,7 +201,7 @@ async def test_two_clients_with_their_own_leases_keep_a_company_to_its_limit(
         tags = await burst([one, two], "fleet")
     assert emulator.counters.runs_in_flight_max == {"DEMO01": 2}
     assert [t for t in _tags(emulator, "DEMO01") if t.startswith("fleet")] == sorted(tags)
-    assert await store.exists(first.key(server.api_url.rstrip("/"), "DEMO01")) == 0
+    assert await raw.exists(first.key(server.api_url.rstrip("/"), "DEMO01")) == 0
 
 
 @pytest.mark.anyio
@@ -227,7 +212,7 @@ async def test_a_run_gives_its_lease_back_when_it_fails_or_is_cancelled_in_fligh
     redis_url: str,
     prefix: str,
     alice01: Credentials,
-    store: redis.Redis,
+    raw: redis.Redis,
 ) -> None:
     emulator.set_faults(
         [
@@ -244,7 +229,7 @@ async def test_a_run_gives_its_lease_back_when_it_fails_or_is_cancelled_in_fligh
         for _ in ("dropped", "500"):  # failing while the answer is read, and after it
             with pytest.raises(RunOutcomeUnknown):
                 await sc.runs.run(IMPORT_CUSTOMERS_KEY)
-            assert await store.exists(key) == 0
+            assert await raw.exists(key) == 0
         assert emulator.counters.faults_fired == {"drop_after": 1, "status": 1}
 
         async with anyio.create_task_group() as group:
@@ -252,9 +237,9 @@ async def test_a_run_gives_its_lease_back_when_it_fails_or_is_cancelled_in_fligh
             with anyio.fail_after(5):
                 while not server.switch.runs_in_flight["DEMO01"]:  # noqa: ASYNC110
                     await anyio.sleep(0.005)  # another thread's counter: no event to await
-            assert len(await _leases(store, key)) == 1
+            assert len(await _leases(raw, key)) == 1
             group.cancel_scope.cancel()
-        assert await store.exists(key) == 0
+        assert await raw.exists(key) == 0
 
 
 @pytest.mark.anyio
@@ -471,19 +456,19 @@ def test_settings_of_the_wrong_type_or_out_of_range_are_refused(
 
 @pytest.mark.anyio
 async def test_a_waiter_cancelled_while_redis_runs_its_request_leaves_no_lease(
-    redis_url: str, prefix: str, store: redis.Redis
+    redis_url: str, prefix: str, raw: redis.Redis
 ) -> None:
     async with RedisRunLimits(redis_url, prefix=prefix, lease_ttl=30) as limits:
         key = limits.key(SCOPE, "DEMO01")
         async with limits.lease(SCOPE, "DEMO01", 2, 5.0):  # connected, scripts loaded
             pass
         async with anyio.create_task_group() as group:
-            group.start_soon(store.execute_command, "DEBUG", "SLEEP", "0.3")  # Redis busy
+            group.start_soon(raw.execute_command, "DEBUG", "SLEEP", "0.3")  # Redis busy
             await anyio.sleep(0.05)
             with anyio.move_on_after(0.1):  # the caller gives up (a client went away)
                 async with limits.lease(SCOPE, "DEMO01", 2, 5.0):
                     pytest.fail("the lease came while Redis slept")
-        assert await store.zrange(key, 0, -1) == []  # not held for lease_ttl (30 s)
+        assert await raw.zrange(key, 0, -1) == []  # not held for lease_ttl (30 s)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -40,19 +39,6 @@ FLEET = [demo("DEMO01"), demo("DEMO02", "bob"), demo("DEMO03")]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py's asyncio client
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}:"
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[redis.Redis]:
-    """A plain client of the tests' redis-server, to look at what the store wrote."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
