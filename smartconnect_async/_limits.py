@@ -362,11 +362,7 @@ class _Admission:
             await limits.connections.acquire(self._company, pool)
         except BaseException as exc:
             if self._runs is not None:
-                try:
-                    if self._lease is not None:
-                        await self._exit_lease(type(exc), exc, exc.__traceback__)
-                finally:
-                    self._runs.release(None)
+                await self._end_run(type(exc), exc, exc.__traceback__)
             if isinstance(exc, TimeoutError):
                 raise APITimeoutError(
                     f"{call.endpoint}{call.where}: {FailureKind.POOL_TIMEOUT.value}: all "
@@ -397,16 +393,20 @@ class _Admission:
             raise
         self._lease = lease
 
-    async def _exit_lease(
+    async def _end_run(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Give back the fleet lease (the run slot is given back by the caller)."""
+        """Give back a run's fleet lease, if it took one, then its run slot."""
+        assert self._runs is not None
         lease, self._lease = self._lease, None
-        assert lease is not None
-        await lease.__aexit__(exc_type, exc, traceback)
+        try:
+            if lease is not None:
+                await lease.__aexit__(exc_type, exc, traceback)
+        finally:
+            self._runs.release(None)
 
     async def __aexit__(
         self,
@@ -415,12 +415,8 @@ class _Admission:
         traceback: TracebackType | None,
     ) -> None:
         self._limits.connections.release(self._company)
-        if self._runs is not None:
-            try:
-                if self._lease is not None:
-                    await self._exit_lease(exc_type, exc, traceback)
-            finally:
-                self._runs.release(None)
+        if self._runs is not None:  # a read holds no run slot: no call on its path
+            await self._end_run(exc_type, exc, traceback)
 
 
 async def _wait_for_gate(
