@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from .. import Column, RowStream, RunRequest, SqliteJournal, __version__
+from .. import Column, RowStream, RunRequest, SqliteJournal, __version__, _env
 from ..journal import Resolution
 from ._batch import RunItem, print_summary, run_batch, summary_json
 from ._config import ConfigError, config_file, load_profiles
@@ -174,8 +174,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
-    envvar="SMARTCONNECT_TIMEOUT",
-    help="Seconds allowed for each call [env SMARTCONNECT_TIMEOUT].",
+    envvar=_env.TIMEOUT,  # the variable SmartConnect.from_env reads too
+    help=f"Seconds allowed for each call [env {_env.TIMEOUT}].",
 )
 @click.option("--no-token-cache", is_flag=True, help="Neither read nor write the token cache.")
 @click.option("--debug", is_flag=True, help="Log every call, and show tracebacks.")
