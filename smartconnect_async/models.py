@@ -177,7 +177,7 @@ class DataSet:
     @property
     def rows(self) -> list[Row]:
         """The rows of the first table (empty when there is none)."""
-        return next(iter(self.tables.values()), [])
+        return _dataframes.table_rows(self.tables, None)
 
     def to_records(self, table: str | None = None) -> list[Row]:
         """Copies of the rows of ``table`` (default: the first table), each holding every
