@@ -135,11 +135,9 @@ class Transport:
         async with AsyncExitStack() as stack:
 
             async def keep_open(answer: Answer) -> Answer:
-                headers = answer.response.headers
-                if _wire.is_html(headers.get("content-type", "")):
-                    body = await _body(answer.response, _wire.ERROR_BODY_READ)
-                    status = answer.response.status
-                    raise _wire.html_page_error(call, status, headers, body.data, answer.secrets)
+                if _wire.is_html(answer.response.headers.get("content-type", "")):
+                    # Never data: read as any answer is (its start only), which raises.
+                    await _read(call, _wire.ERROR_BODY_READ, answer)
                 stack.push_async_exit(answer.held.pop_all())
                 return answer
 
