@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
 from typing import Protocol
 
@@ -19,8 +19,8 @@ import anyio
 from . import _retry
 from ._backend import FailureKind, seconds_left
 from ._waiting import Waiter
-from ._wire import Call
-from .exceptions import APITimeoutError, RateLimitError
+from ._wire import Call, unsent
+from .exceptions import RateLimitError
 from .models import Timeout
 
 __all__ = ["MAX_PAUSE", "GateClosed", "LeaseTimeout", "Limits", "RateGate", "RunLeases", "Slots"]
@@ -207,6 +207,15 @@ class Slots:
             self._kept -= 1
             self._serve()
 
+    @contextmanager
+    def under_way(self, group: Hashable) -> Iterator[None]:
+        """``begin`` .. ``end`` a call of ``group``."""
+        self.begin(group)
+        try:
+            yield
+        finally:
+            self.end(group)
+
     async def acquire(self, group: Hashable, timeout: float | None) -> None:
         """Take a slot for ``group`` within ``timeout`` seconds (``TimeoutError``)."""
         if self._may_take(group):  # then no waiter may: each was served as it could
@@ -348,12 +357,10 @@ class _Admission:
             try:
                 await self._runs.acquire(None, pool)
             except TimeoutError:
-                raise APITimeoutError(
-                    f"{call.endpoint}{call.where}: no run slot came free within {pool:g}s "
-                    f"({self._runs.limit} runs of company {self._company} were in flight); "
-                    "nothing was sent",
-                    endpoint=call.endpoint,
-                    sent=False,
+                raise unsent(
+                    call,
+                    f"no run slot came free within {pool:g}s ({self._runs.limit} runs of "
+                    f"company {self._company} were in flight)",
                 ) from None
             if limits.run_leases is not None:
                 await self._enter_lease(limits.run_leases)
@@ -364,12 +371,10 @@ class _Admission:
             if self._runs is not None:
                 await self._end_run(type(exc), exc, exc.__traceback__)
             if isinstance(exc, TimeoutError):
-                raise APITimeoutError(
-                    f"{call.endpoint}{call.where}: {FailureKind.POOL_TIMEOUT.value}: all "
-                    f"{limits.connections.limit} connections stayed busy for {pool:g}s; "
-                    "nothing was sent",
-                    endpoint=call.endpoint,
-                    sent=False,
+                raise unsent(
+                    call,
+                    f"{FailureKind.POOL_TIMEOUT.value}: all {limits.connections.limit} "
+                    f"connections stayed busy for {pool:g}s",
                 ) from None
             raise
 
@@ -384,11 +389,10 @@ class _Admission:
         except BaseException as exc:
             self._runs.release(None)
             if isinstance(exc, LeaseTimeout):
-                raise APITimeoutError(
-                    f"{call.endpoint}{call.where}: no fleet run lease for company "
-                    f"{self._company} within {pool:g}s ({exc.reason}); nothing was sent",
-                    endpoint=call.endpoint,
-                    sent=False,
+                raise unsent(
+                    call,
+                    f"no fleet run lease for company {self._company} within {pool:g}s "
+                    f"({exc.reason})",
                 ) from None
             raise
         self._lease = lease

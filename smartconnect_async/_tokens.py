@@ -28,7 +28,7 @@ import attrs
 from ._json import load
 from ._redact import Secrets
 from ._waiting import Signal
-from ._wire import Call
+from ._wire import Call, unsent
 from .exceptions import ResponseParseError
 from .models import Credentials, Token
 
@@ -236,6 +236,7 @@ class MemoryTokenStore:
 
 
 Fetch = Callable[[], Awaitable[Token]]
+Send = Callable[[Call[str], "Principal"], Awaitable[str]]
 
 
 class TokenWaitTimeout(Exception):
@@ -440,6 +441,18 @@ class TokenCache:
             if self._fresh(token, MANDATORY_REFRESH):
                 assert token is not None
                 return await self._refresh_early(key, token, fetch)
+        return await self._fetched(key, fetch, token, force_refresh, max_wait)
+
+    async def _fetched(
+        self,
+        key: TokenKey,
+        fetch: Fetch,
+        token: Token | None,
+        force_refresh: bool,
+        max_wait: float | None,
+    ) -> Token:
+        """The token of the fetch under way for ``key``, or of one this caller leads when
+        there is none (or the one it waited for gave nothing usable): see ``get``."""
         deadline = None if max_wait is None else time.monotonic() + max_wait
         ended: _Flight | None = None  # the last flight waited for that gave nothing usable
         while True:
@@ -674,6 +687,44 @@ class Tokens:
             self._proven[key] = proof
             await self.cache.put(key, token)
         return token
+
+    async def token(
+        self,
+        principal: Principal,
+        send: Send,
+        *,
+        force_refresh: bool = False,
+        max_wait: float | None = None,
+        caller: Call[object] | None = None,
+    ) -> Token:
+        """The token of ``principal`` (see ``get``), fetched when needed by sending its
+        GetToken call with ``send`` (the transport's ``call``).
+
+        A wait for a fetch another caller leads is bounded by ``max_wait`` seconds, like
+        every wait before sending: ``APITimeoutError`` naming ``caller`` (default:
+        GetToken), nothing sent.
+        """
+
+        async def fetch() -> Token:
+            obtained = self.cache.clock()
+            value = await send(get_token_call(principal), principal)
+            credentials = principal.credentials
+            return make_token(
+                value,
+                company_id=credentials.company_id,
+                email=credentials.email,
+                obtained_at=obtained,
+            )
+
+        try:
+            return await self.get(principal, fetch, force_refresh=force_refresh, max_wait=max_wait)
+        except TokenWaitTimeout as timed_out:
+            raise unsent(
+                caller or get_token_call(principal),
+                f"no token for company {principal.key.company_id} came within "
+                f"{timed_out.seconds:g}s (another call is still getting it, from the token "
+                "store or with GetToken)",
+            ) from None
 
     async def invalidate(self, principal: Principal, failed: Token) -> None:
         """Forget ``failed``, a token the server refused (see ``TokenCache.invalidate``)."""

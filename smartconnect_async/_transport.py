@@ -1,23 +1,20 @@
 """The one place that does I/O: every call funnels through ``Transport.call`` (an answer
-read whole) or ``Transport.stream`` (an answer read as it arrives), in layers:
+read whole) or ``Transport.stream`` (an answer read as it arrives), in two layers:
 
 - ``_send`` and ``_attempts``: the attempt loop, within the call's total timeout: the
-  token, one refresh after a 401, and the retries that ``_retry.retry_delay`` allows;
-- ``_attempt``: one request: past the limits (``_limits``), through the backend, its
-  answer judged by ``_wire``;
-- ``_read``: a successful answer's body (bounded), parsed by the call's parser.
-
-What an answer means is decided in ``_wire``; this module only moves bytes and waits.
+  token (``_tokens``), one refresh after a 401, the retries ``_retry`` allows;
+- ``_attempt``: one request, past the limits (``_limits``), through the backend; an error
+  answer judged by ``_wire``, a successful one read by ``_reading``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -26,36 +23,18 @@ from . import _wire
 from ._backend import Backend, BackendFailure, BackendRequest, BackendResponse
 from ._checks import check_count
 from ._limits import Limits, RunLeases
+from ._reading import Answer, Consume, body, chunks, read
 from ._redact import Secrets
 from ._retry import parse_retry_after, retry_delay
-from ._tokens import Principal, Tokens, TokenWaitTimeout, get_token_call, make_token
-from ._wire import Body, Call, Sent
-from .exceptions import (
-    APITimeoutError,
-    AuthenticationError,
-    ClientClosedError,
-    ResponseParseError,
-    SmartConnectError,
-)
+from ._tokens import Principal, Tokens
+from ._wire import Call, Sent
+from .exceptions import AuthenticationError, ClientClosedError, SmartConnectError
 from .models import Timeout, Token
 
-__all__ = ["Answer", "Session", "Transport"]
+__all__ = ["Transport"]
 
 T = TypeVar("T")
 logger = logging.getLogger("smartconnect_async")
-
-
-class Answer(NamedTuple):
-    """A successful answer whose body is still to be read, its connection (and the
-    call's limits) held by ``held``."""
-
-    response: BackendResponse
-    secrets: Secrets
-    sent: Sent
-    held: AsyncExitStack
-
-
-Consume = Callable[[Answer], Awaitable[T]]
 
 
 class Transport:
@@ -117,8 +96,8 @@ class Transport:
         max_retries: int | None = None,
     ) -> T:
         """Make ``call`` and return its parsed answer."""
-        read = partial(_read, call, self.max_answer_size)
-        return await self._send(call, principal, timeout, max_retries, read)
+        consume = partial(read, call, self.max_answer_size)
+        return await self._send(call, principal, timeout, max_retries, consume)
 
     @asynccontextmanager
     async def stream(
@@ -137,59 +116,14 @@ class Transport:
             async def keep_open(answer: Answer) -> Answer:
                 if _wire.is_html(answer.response.headers.get("content-type", "")):
                     # Never data: read as any answer is (its start only), which raises.
-                    await _read(call, _wire.ERROR_BODY_READ, answer)
+                    await read(call, _wire.ERROR_BODY_READ, answer)
                 stack.push_async_exit(answer.held.pop_all())
                 return answer
 
             answer = await self._send(
                 call, principal, timeout, max_retries, keep_open, streamed=True
             )
-            yield _chunks(call, answer)
-
-    async def token(
-        self,
-        principal: Principal,
-        *,
-        force_refresh: bool = False,
-        timeout: Timeout | float | None = None,
-        caller: Call[object] | None = None,
-    ) -> Token:
-        """The cached token of ``principal``, fetched once for all concurrent callers.
-
-        A wait for a fetch another call sent is bounded by the pool timeout of the
-        call's ``timeout`` (default: the client's), like every wait before sending:
-        ``APITimeoutError`` naming ``caller`` (default: GetToken), nothing sent.
-        """
-
-        async def fetch() -> Token:
-            obtained = self.tokens.cache.clock()
-            value = await self.call(get_token_call(principal), principal)
-            credentials = principal.credentials
-            return make_token(
-                value,
-                company_id=credentials.company_id,
-                email=credentials.email,
-                obtained_at=obtained,
-            )
-
-        try:
-            return await self.tokens.get(
-                principal,
-                fetch,
-                force_refresh=force_refresh,
-                max_wait=self.timeouts(timeout).pool,
-            )
-        except TokenWaitTimeout as timed_out:
-            endpoint, where = (
-                ("GetToken", "") if caller is None else (caller.endpoint, caller.where)
-            )
-            raise APITimeoutError(
-                f"{endpoint}{where}: no token for company {principal.key.company_id} came "
-                f"within {timed_out.seconds:g}s (another call is still getting it, from the "
-                "token store or with GetToken); nothing was sent",
-                endpoint=endpoint,
-                sent=False,
-            ) from None
+            yield chunks(call, answer)
 
     # ---- the attempt loop -------------------------------------------------------------
 
@@ -203,71 +137,56 @@ class Transport:
         *,
         streamed: bool = False,
     ) -> T:
-        """Send ``call`` until an answer is consumed or the call fails for good."""
+        """Send ``call`` until an answer is consumed or the call fails for good: the
+        attempt loop, within the call's total timeout."""
         timeouts = self.timeouts(timeout)
         if max_retries is None:
             max_retries = self.max_retries
         else:
             check_count("max_retries", max_retries, minimum=0)
         deadline = None if timeouts.total is None else time.monotonic() + timeouts.total
+        retries, number, refreshed = 0, 0, False
         company = principal.key.company_id if principal is not None else None
-        self.limits.connections.begin(company)
-        try:
-            return await self._attempts(
-                call, principal, timeouts, max_retries, consume, deadline, streamed
-            )
-        finally:
-            self.limits.connections.end(company)
-
-    async def _attempts(
-        self,
-        call: Call[object],
-        principal: Principal | None,
-        timeouts: Timeout,
-        max_retries: int,
-        consume: Consume[T],
-        deadline: float | None,
-        streamed: bool,
-    ) -> T:
-        """The attempt loop, within ``deadline`` (``time.monotonic()``, from ``total``)."""
-        retries = 0
-        refreshed = False
-        number = 0
-        while True:
-            if self.closed:
-                raise ClientClosedError("the SmartConnect client is closed")
-            now = _within(call, timeouts, deadline)
-            token = None
-            if call.authenticated:
-                if principal is None:
-                    raise RuntimeError(f"{call.endpoint} needs credentials")
-                token = await self.token(principal, timeout=now, caller=call)
-            number += 1
-            try:
-                return await self._attempt(
-                    call, principal, token, now, number, consume, deadline, streamed
-                )
-            except AuthenticationError:
-                if token is None or refreshed or not call.refresh_on_401:
-                    raise
-                assert principal is not None
-                refreshed = True
-                await self.tokens.invalidate(principal, token)
-            except SmartConnectError as error:
-                delay = retry_delay(call, error, retries, max_retries)
-                if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
-                    raise
-                retries += 1
-                logger.warning(
-                    "retrying %s%s in %.2fs (retry %d of %d) after %s",
-                    call.endpoint,
-                    call.where,
-                    delay,
-                    retries,
-                    max_retries,
-                    error,
-                )
-                await anyio.sleep(delay)
+        with self.limits.connections.under_way(company):
+            while True:
+                if self.closed:
+                    raise ClientClosedError("the SmartConnect client is closed")
+                now = _within(call, timeouts, deadline)
+                token = None
+                if call.authenticated:
+                    if principal is None:
+                        raise RuntimeError(f"{call.endpoint} needs credentials")
+                    token = await self.tokens.token(
+                        principal, self.call, max_wait=now.pool, caller=call
+                    )
+                number += 1
+                try:
+                    return await self._attempt(
+                        call, principal, token, now, number, consume, deadline, streamed
+                    )
+                except AuthenticationError:
+                    if token is None or refreshed or not call.refresh_on_401:
+                        raise
+                    assert principal is not None
+                    refreshed = True
+                    await self.tokens.invalidate(principal, token)
+                except SmartConnectError as error:
+                    delay = retry_delay(call, error, retries, max_retries)
+                    if delay is None or (
+                        deadline is not None and time.monotonic() + delay > deadline
+                    ):
+                        raise
+                    retries += 1
+                    logger.warning(
+                        "retrying %s%s in %.2fs (retry %d of %d) after %s",
+                        call.endpoint,
+                        call.where,
+                        delay,
+                        retries,
+                        max_retries,
+                        error,
+                    )
+                    await anyio.sleep(delay)
 
     async def _attempt(
         self,
@@ -296,7 +215,7 @@ class Transport:
         secrets = _secrets(principal, token)
         sent: Sent | None = None
         started = time.perf_counter()
-        status: int | None = None
+        response = None
         try:
             async with AsyncExitStack() as held:
                 admitted = self.limits.admitted(call, company, gate_key, timeouts, deadline)
@@ -306,23 +225,21 @@ class Transport:
                 _within(call, timeouts, deadline)  # nothing left: not sent
                 sent = Sent(time.time(), number)
                 response = await held.enter_async_context(self.backend.send(request))
-                status = response.status
-                headers = response.headers
+                status, headers = response.status, response.headers
                 self.limits.rate_gate.observe(gate_key, status, headers)
                 if 200 <= status < 300:
                     result = await consume(Answer(response, secrets, sent, held))
-                    _log(call, number, status, started, headers)
+                    _log(call, number, started, response)
                     return result
-                body = await _body(response, _wire.ERROR_BODY_READ)
+                error_body = await body(response, _wire.ERROR_BODY_READ)
+                retry_after = parse_retry_after(headers.get("retry-after"))
+                error = _wire.status_error(
+                    call, status, headers, error_body.data, secrets, sent, retry_after
+                )
         except BackendFailure as failure:
             assert sent is not None  # only a request on its way fails so
             error = _wire.failure_error(call, failure, secrets, sent)
-        else:
-            assert sent is not None
-            assert status is not None
-            retry_after = parse_retry_after(headers.get("retry-after"))
-            error = _wire.status_error(call, status, headers, body.data, secrets, sent, retry_after)
-        _log(call, number, status, started, None, error)
+        _log(call, number, started, response, error)
         raise error
 
 
@@ -333,64 +250,14 @@ def _within(call: Call[object], timeouts: Timeout, deadline: float | None) -> Ti
         return timeouts
     left = deadline - time.monotonic()
     if left <= 0:
-        raise APITimeoutError(
-            f"{call.endpoint}{call.where}: no answer within the call's total timeout of "
-            f"{timeouts.total:g}s; not sent again",
-            endpoint=call.endpoint,
-            sent=False,
+        raise _wire.unsent(
+            call,
+            f"no answer within the call's total timeout of {timeouts.total:g}s",
+            outcome="not sent again",
         )
     if timeouts.pool is None or left < timeouts.pool:
         timeouts = attrs.evolve(timeouts, pool=left)
     return timeouts
-
-
-async def _body(response: BackendResponse, limit: int) -> Body:
-    """At most ``limit`` bytes of ``response``'s body (counted after decompression), and
-    whether it went on past them (the rest is not read: the connection is dropped)."""
-    headers = response.headers
-    length = headers.get("content-length", "")
-    if length.isdigit() and int(length) <= limit and "content-encoding" not in headers:
-        return Body(await response.read())
-    chunks: list[bytes] = []
-    size = 0
-    async with aclosing(response.iter_bytes()) as stream:
-        async for chunk in stream:
-            if size + len(chunk) > limit:
-                chunks.append(chunk[: limit - size])
-                return Body(b"".join(chunks), more=True)
-            chunks.append(chunk)
-            size += len(chunk)
-    return Body(b"".join(chunks))
-
-
-async def _read(call: Call[T], limit: int, answer: Answer) -> T:
-    """The result of ``call`` from its successful answer: the body read whole (at most
-    ``limit`` bytes) and parsed, or fed to the call's incremental parser as it arrives."""
-    response = answer.response
-    headers = response.headers
-    html = _wire.is_html(headers.get("content-type", ""))
-    if html:  # never data: read only for its title
-        limit = _wire.ERROR_BODY_READ
-    if call.incremental is None or html:
-        body = await _body(response, limit)
-        return _wire.read_answer(call, response.status, headers, body, answer.secrets, answer.sent)
-    parser = call.incremental()
-    try:
-        async for chunk in response.iter_bytes():
-            parser.feed(chunk)
-        result = parser.close()
-    except ResponseParseError as error:
-        raise _wire.parse_error(call, error, headers, answer.secrets) from None
-    return _wire.finished(result, headers, answer.secrets)
-
-
-async def _chunks(call: Call[object], answer: Answer) -> AsyncIterator[bytes]:
-    """The body of a streamed answer; a failure while it streams is the call's error."""
-    try:
-        async for chunk in answer.response.iter_bytes():
-            yield chunk
-    except BackendFailure as failure:
-        raise _wire.failure_error(call, failure, answer.secrets, answer.sent) from None
 
 
 def _secrets(principal: Principal | None, token: Token | None) -> Secrets:
@@ -402,9 +269,8 @@ def _secrets(principal: Principal | None, token: Token | None) -> Secrets:
 def _log(
     call: Call[object],
     number: int,
-    status: int | None,
     started: float,
-    headers: Mapping[str, str] | None,
+    response: BackendResponse | None,
     error: Exception | None = None,
 ) -> None:
     """One DEBUG line per attempt (no secret: the URL is not in it)."""
@@ -413,68 +279,9 @@ def _log(
             "%s map=%s status=%s elapsed=%.3fs attempt=%d request_id=%s%s",
             call.endpoint,
             call.map_key or "-",
-            status if status is not None else "-",
+            "-" if response is None else response.status,
             time.perf_counter() - started,
             number,
-            (headers and _wire.request_id(headers)) or "-",
+            (response is not None and _wire.request_id(response.headers)) or "-",
             f" error={type(error).__name__}" if error is not None else "",
         )
-
-
-@attrs.frozen
-class Session:
-    """Credentials bound to the shared transport: what an endpoint module calls through,
-    with the client's defaults for a call's ``timeout`` and ``max_retries`` (``None``:
-    the transport's)."""
-
-    transport: Transport
-    principal: Principal
-    timeout: Timeout | None = None
-    max_retries: int | None = None
-
-    def call(
-        self,
-        call: Call[T],
-        *,
-        timeout: Timeout | float | None = None,
-        max_retries: int | None = None,
-    ) -> Coroutine[object, object, T]:
-        """``transport.call`` for these credentials (its coroutine: one frame less)."""
-        return self.transport.call(
-            call,
-            self.principal,
-            timeout=self.timeout if timeout is None else timeout,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-        )
-
-    def stream(
-        self,
-        call: Call[object],
-        *,
-        timeout: Timeout | float | None = None,
-        max_retries: int | None = None,
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.transport.stream(
-            call,
-            self.principal,
-            timeout=self.timeout if timeout is None else timeout,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-        )
-
-    async def token(
-        self,
-        *,
-        force_refresh: bool = False,
-        timeout: Timeout | float | None = None,
-        caller: Call[object] | None = None,
-    ) -> Token:
-        return await self.transport.token(
-            self.principal,
-            force_refresh=force_refresh,
-            timeout=self.timeout if timeout is None else timeout,
-            caller=caller,
-        )
-
-    async def forget_token(self, token: Token) -> None:
-        """Drop ``token``, which the server refused, if it is still the cached one."""
-        await self.transport.tokens.invalidate(self.principal, token)

@@ -55,6 +55,7 @@ __all__ = [
     "request_headers",
     "request_url",
     "status_error",
+    "unsent",
 ]
 
 T = TypeVar("T")
@@ -382,6 +383,15 @@ def status_error(
         request_id=rid,
         body=text,
         retry_after=retry_after,
+    )
+
+
+def unsent(
+    call: Call[object], reason: str, *, outcome: str = "nothing was sent"
+) -> APITimeoutError:
+    """The error for ``call`` given up on before it was sent: a wait that took too long."""
+    return APITimeoutError(
+        f"{call.endpoint}{call.where}: {reason}; {outcome}", endpoint=call.endpoint, sent=False
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._json import load
+from ._session import Session
 from ._tokens import get_token_call, hash_password, parse_token
-from ._transport import Session
 from ._wire import Call
 from .exceptions import AuthenticationError, ResponseParseError
 from .models import Timeout, Token

@@ -19,8 +19,9 @@ from ._env import read_env
 from ._httpx import HttpxBackend
 from ._limits import RunLeases
 from ._redact import REDACTED, redact_url
+from ._session import Session
 from ._tokens import Clock, Principal, TokenCache, TokenKey, Tokens, TokenStore, utc_now
-from ._transport import Session, Transport
+from ._transport import Transport
 from .auth import Auth
 from .data import Data
 from .errors import Errors

@@ -9,7 +9,7 @@ from types import TracebackType
 
 from ._batch import gather_outcomes, listed
 from ._json import variables_body
-from ._transport import Session
+from ._session import Session
 from ._wire import JSON, XML, Call
 from ._xml import MAX_COLUMNS, DataSetCollector, DataSetParser, parse_data_set
 from .exceptions import UnknownTableError

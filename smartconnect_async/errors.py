@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._transport import Session
+from ._session import Session
 from ._wire import Call
 from .auth import parse_bool
 from .maps import MapDirectory, MapRef

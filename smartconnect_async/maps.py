@@ -9,9 +9,9 @@ from typing import TypeAlias
 import anyio
 
 from ._json import field, json_list
-from ._transport import Session
-from ._wire import Call
-from .exceptions import APITimeoutError, UnknownMapError
+from ._session import Session
+from ._wire import Call, unsent
+from .exceptions import UnknownMapError
 from .models import Column, MapInfo, Timeout
 
 __all__ = [
@@ -189,12 +189,10 @@ class MapDirectory:
                 with anyio.fail_after(pool):  # None: no deadline
                     await fetch.done.wait()
             except TimeoutError:
-                raise APITimeoutError(
-                    f"GetMapList: the map list of company {session.principal.key.company_id} "
-                    f"that another call is fetching did not come within {pool:g}s (looking "
-                    f"up map {name!r}); nothing was sent",
-                    endpoint="GetMapList",
-                    sent=False,
+                raise unsent(
+                    list_call(),
+                    f"the map list of company {session.principal.key.company_id} that another "
+                    f"call is fetching did not come within {pool:g}s (looking up map {name!r})",
                 ) from None
             if fetch.error is not None:
                 raise fetch.error

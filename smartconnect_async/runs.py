@@ -10,7 +10,7 @@ from typing import Any
 from ._batch import gather_outcomes, listed
 from ._journaled import run_journaled
 from ._json import field, load, variables_body
-from ._transport import Session
+from ._session import Session
 from ._wire import JSON, XML, Call
 from ._xml import build_data_table, build_xml_request, parse_error_table
 from .exceptions import ResponseParseError
