@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -71,7 +72,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def retry_delay(
-    call: Call[object], error: SmartConnectError, retries: int, allowed: int
+    call: Call[object],
+    error: SmartConnectError,
+    retries: int,
+    allowed: int,
+    deadline: float | None = None,
 ) -> float | None:
     """Seconds to wait before sending ``call`` again after ``error``, or ``None`` not to
     (``retries`` made so far, ``allowed`` in all).
@@ -79,8 +84,18 @@ def retry_delay(
     A read is retried after a failure to connect or to read, and after the statuses of
     ``RETRYABLE_READ_STATUSES``; a call that is not idempotent only when the server
     provably did not process it (not sent, 429, 503). ``Retry-After`` is honoured up to
-    ``MAX_RETRY_AFTER``: longer, the error is the caller's to decide on.
+    ``MAX_RETRY_AFTER``: longer, the error is the caller's to decide on. No wait ends
+    past ``deadline`` (``time.monotonic()``: the end of the call's total timeout).
     """
+    delay = _delay(call, error, retries, allowed)
+    if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
+        return None
+    return delay
+
+
+def _delay(
+    call: Call[object], error: SmartConnectError, retries: int, allowed: int
+) -> float | None:
     if isinstance(error, RunOutcomeUnknown) or retries >= allowed:
         return None
     if isinstance(error, APIConnectionError):

@@ -171,10 +171,8 @@ class Transport:
                     refreshed = True
                     await self.tokens.invalidate(principal, token)
                 except SmartConnectError as error:
-                    delay = retry_delay(call, error, retries, max_retries)
-                    if delay is None or (
-                        deadline is not None and time.monotonic() + delay > deadline
-                    ):
+                    delay = retry_delay(call, error, retries, max_retries, deadline)
+                    if delay is None:
                         raise
                     retries += 1
                     logger.warning(

@@ -1,8 +1,10 @@
-"""_retry.py: back-off bounds and Retry-After parsing (pure functions)."""
+"""_retry.py: the retry decision, back-off bounds and Retry-After parsing (pure
+functions)."""
 
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -19,6 +21,16 @@ from smartconnect_async._retry import (
     after_retry_after,
     backoff,
     parse_retry_after,
+    retry_delay,
+)
+from smartconnect_async._wire import Call
+from smartconnect_async.exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ResponseParseError,
+    RunOutcomeUnknown,
+    SmartConnectError,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -122,3 +134,71 @@ def test_parse_retry_after_uses_the_current_time_by_default() -> None:
 @pytest.mark.parametrize("header", [None, "", "soon", "nan", "inf", "-inf", "1e400", "12 s"])
 def test_parse_retry_after_unreadable_is_none(header: str | None) -> None:
     assert parse_retry_after(header, NOW) is None
+
+
+# ---- the retry decision -------------------------------------------------------------
+
+READ: Call[object] = Call("GetMapList", bytes)
+RUN: Call[object] = Call("RunMap", bytes, idempotent=False, is_run=True)
+
+
+def _status(status: int, retry_after: float | None = None) -> APIStatusError:
+    return APIStatusError(
+        "failed",
+        endpoint="X",
+        status_code=status,
+        request_id=None,
+        body="",
+        retry_after=retry_after,
+    )
+
+
+def _outcome_unknown() -> RunOutcomeUnknown:
+    return RunOutcomeUnknown("unknown", endpoint="RunMap", map_key=None, sent_at=NOW, attempt=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "retried"),
+    [
+        (READ, APIConnectionError("reset", endpoint="X", sent=True), True),
+        (READ, APITimeoutError("read timeout", endpoint="X", sent=True), True),
+        (RUN, APIConnectionError("refused", endpoint="X", sent=False), True),
+        (RUN, APIConnectionError("reset", endpoint="X", sent=True), False),
+        (RUN, APITimeoutError("read timeout", endpoint="X", sent=True), False),
+        *((READ, _status(status), True) for status in sorted(RETRYABLE_READ_STATUSES)),
+        *((READ, _status(status), False) for status in (400, 401, 403, 404, 501)),
+        *((RUN, _status(status), True) for status in sorted(UNPROCESSED_STATUSES)),
+        *((RUN, _status(status), False) for status in (400, 408, 500, 502, 504)),
+        (RUN, _outcome_unknown(), False),
+        (READ, ResponseParseError("unreadable", endpoint="X"), False),
+    ],
+)
+def test_what_is_retried(call: Call[object], error: SmartConnectError, retried: bool) -> None:
+    delay = retry_delay(call, error, 0, 3)
+    if retried:
+        assert delay is not None
+        assert BACKOFF_INITIAL / 2 <= delay <= BACKOFF_INITIAL
+    else:
+        assert delay is None
+
+
+def test_no_retry_past_the_allowed_number() -> None:
+    error = _status(503)
+    assert retry_delay(READ, error, 2, 3) is not None
+    assert retry_delay(READ, error, 3, 3) is None
+    assert retry_delay(READ, error, 0, 0) is None
+
+
+def test_retry_after_is_honoured_up_to_the_longest_wait() -> None:
+    delay = retry_delay(RUN, _status(429, retry_after=2.0), 0, 3)
+    assert delay is not None
+    assert 2.0 <= delay <= 2.0 + 0.05 + 0.1 * 2.0
+    assert retry_delay(READ, _status(503, retry_after=MAX_RETRY_AFTER + 1), 0, 3) is None
+
+
+def test_no_wait_ends_past_the_call_s_deadline() -> None:
+    error = _status(503, retry_after=2.0)
+    assert retry_delay(READ, error, 0, 3, deadline=time.monotonic() + 1.0) is None
+    assert retry_delay(READ, error, 0, 3, deadline=time.monotonic() + 10.0) is not None
+    assert retry_delay(READ, _status(500), 0, 3, deadline=time.monotonic() + 0.1) is None
+    assert retry_delay(READ, _status(500), 0, 3, deadline=None) is not None
