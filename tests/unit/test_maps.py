@@ -1,15 +1,17 @@
 """maps.py: GetMapList, GetMapColumns, GetMappedMapColumns on the wire and parsed, and
-how a map given as MapInfo, MapKey or MapId is resolved."""
+how a map given as MapInfo, MapKey or MapId is resolved (the map list a name lookup
+fetches, and the bounded wait for the one another call fetches)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from functools import partial
 
 import anyio
 import httpx
 import pytest
 from unit_support import (
+    COLUMNS,
     COLUMNS_JSON,
     COMPANY,
     EMAIL,
@@ -19,13 +21,18 @@ from unit_support import (
     MAP_LIST_JSON,
     TOKEN,
     TOKEN_Q,
+    StalledToken,
     client,
+    columns_answer,
     dumps,
     html_page,
     mock_api,
+    query,
+    run_json,
 )
 
 from smartconnect_async import (
+    APITimeoutError,
     AuthenticationError,
     Column,
     Credentials,
@@ -34,6 +41,7 @@ from smartconnect_async import (
     ServerError,
     SmartConnect,
     SmartConnectError,
+    Timeout,
     UnknownMapError,
 )
 from smartconnect_async.maps import parse_columns, parse_map_list
@@ -43,11 +51,6 @@ pytestmark = pytest.mark.anyio
 MAPS = [
     MapInfo(key=GUID_CUSTOMERS, id="Import Customers", description="Customers to BC"),
     MapInfo(key=GUID_ORDERS, id="Import Sales Orders", description="Sales Orders to BC"),
-]
-COLUMNS = [
-    Column(name="AccountNumber", required=True),
-    Column(name="AccountName", required=False),
-    Column(name="Phone", required=False),
 ]
 
 # ---- parsers (no event loop) --------------------------------------------------------
@@ -509,3 +512,90 @@ async def test_a_wrong_password_s_failed_lookup_is_not_shared_with_the_right_one
                 tg.start_soon(look, "right", right)
     assert isinstance(outcomes["wrong"], AuthenticationError)
     assert outcomes["right"] == COLUMNS
+
+
+# ---- looking a map name up while another call fetches the map list -----------------
+
+
+async def test_a_wait_for_the_map_list_another_call_fetches_is_bounded_by_the_pool_timeout() -> (
+    None
+):
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        map_list = api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        columns = api.post("/GetMapColumns").mock(return_value=columns_answer())
+        run = api.post("/runmap").respond(200, json=run_json())
+        async with client() as sc:
+            got: list[list[Column]] = []
+
+            async def lead() -> None:  # takes the map list's lock, then waits for a token
+                got.append(await sc.maps.columns("Import Customers"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lead)
+                await stalled.sent.wait()
+                started = anyio.current_time()
+                with anyio.fail_after(5), pytest.raises(APITimeoutError) as raised:
+                    await sc.runs.run("Import Customers", timeout=Timeout(30, pool=0.05))
+                waited = anyio.current_time() - started
+                assert not got  # the lookup goes on for the call that makes it
+                stalled.release.set()
+            # Once the list is known, a name costs no wait and no call.
+            result = await sc.runs.run("Import Customers", timeout=Timeout(30, pool=0.001))
+            assert result.run_number == 42
+    assert str(raised.value) == (
+        f"GetMapList: the map list of company {COMPANY} that another call is fetching did "
+        "not come within 0.05s (looking up map 'Import Customers'); nothing was sent"
+    )
+    assert (raised.value.endpoint, raised.value.sent) == ("GetMapList", False)
+    assert 0.05 <= waited < 1
+    assert got == [COLUMNS]
+    counts = (get_token.call_count, map_list.call_count, columns.call_count, run.call_count)
+    assert counts == (1, 1, 1, 1)
+    assert f"mapKey={GUID_CUSTOMERS}".encode() in query(run)
+
+
+async def _rows(rows: AsyncIterable[object]) -> list[object]:
+    return [row async for row in rows]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda sc: sc.runs.run("Import Customers", max_retries=0),
+        lambda sc: sc.maps.columns("Import Customers", max_retries=0),
+        lambda sc: sc.data.get_all("Import Customers", max_retries=0),
+        lambda sc: sc.runs.run_data_table("Import Customers", [{"A": 1}], max_retries=0),
+        lambda sc: sc.runs.run_xml("Import Customers", [{"A": 1}], max_retries=0),
+        lambda sc: sc.maps.mapped_columns("Import Customers", max_retries=0),
+        lambda sc: _rows(sc.data.iter_rows("Import Customers", max_retries=0)),
+        lambda sc: sc.errors.save(
+            "Import Customers",
+            tenant_server="srv",
+            tenant_technical_name="tenant",
+            run_number=1,
+            max_retries=0,
+        ),
+    ],
+    ids=[
+        "runs.run",
+        "maps.columns",
+        "data.get_all",
+        "runs.run_data_table",
+        "runs.run_xml",
+        "maps.mapped_columns",
+        "data.iter_rows",
+        "errors.save",
+    ],
+)
+async def test_a_name_lookup_fetches_the_map_list_with_the_call_s_retries(
+    method: Callable[[SmartConnect], Awaitable[object]],
+) -> None:
+    with mock_api() as api:
+        map_list = api.post("/GetMapList").respond(503, json={"Message": "Busy."})
+        async with client(max_retries=2) as sc:
+            with pytest.raises(ServerError) as raised:
+                await method(sc)
+    assert raised.value.endpoint == "GetMapList"
+    assert map_list.call_count == 1  # the call's max_retries=0, not the client's 2

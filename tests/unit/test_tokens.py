@@ -1,5 +1,6 @@
 """_tokens.py: password hashing, token issue time, expiry arithmetic, the token store and
-the single-flight token cache (driven directly, with a fake fetch and clock)."""
+the single-flight token cache (driven directly, with a fake fetch and clock); a call's
+wait for the token another call fetches (through the public client)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,32 @@ import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from unit_support import TOKEN, TOKEN_EXPIRES, TOKEN_ISSUED, MutableClock, independent_hash
+from unit_support import (
+    COLUMNS,
+    COMPANY,
+    GUID_CUSTOMERS,
+    MAP_LIST_JSON,
+    TOKEN,
+    TOKEN_EXPIRES,
+    TOKEN_ISSUED,
+    MutableClock,
+    StalledToken,
+    client,
+    columns_answer,
+    independent_hash,
+    mock_api,
+)
 
-from smartconnect_async import MemoryTokenStore, Token, TokenKey, TokenStore, hash_password
+from smartconnect_async import (
+    APITimeoutError,
+    Column,
+    MemoryTokenStore,
+    Timeout,
+    Token,
+    TokenKey,
+    TokenStore,
+    hash_password,
+)
 from smartconnect_async._tokens import (
     CLOCK_SKEW,
     MANDATORY_REFRESH,
@@ -1125,3 +1149,100 @@ async def test_a_store_outage_is_one_warning_until_it_answers_again(
     assert "ConnectionRefusedError" in caplog.records[16].getMessage()
     assert "secret" not in caplog.text
     assert fetch.calls == 7
+
+
+# ---- waiting for a token another call fetches ---------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_wait_for_another_call_s_token_is_bounded_by_the_pool_timeout() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        columns = api.post("/GetMapColumns").mock(return_value=columns_answer())
+        run = api.post("/runmap").respond(200, json={})
+        async with client() as sc:
+            got: list[list[Column]] = []
+
+            async def lead() -> None:
+                got.append(await sc.maps.columns(GUID_CUSTOMERS))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lead)
+                await stalled.sent.wait()
+                started = anyio.current_time()
+                with anyio.fail_after(5), pytest.raises(APITimeoutError) as raised:
+                    await sc.runs.run(GUID_CUSTOMERS, timeout=Timeout(30, pool=0.05))
+                waited = anyio.current_time() - started
+                assert not got  # the fetch goes on for the call that sent it
+                stalled.release.set()
+    error = raised.value
+    assert str(error) == (
+        f"runmap for map {GUID_CUSTOMERS}: no token for company {COMPANY} came within "
+        "0.05s (another call is still getting it, from the token store or with GetToken); "
+        "nothing was sent"
+    )
+    assert (error.endpoint, error.sent) == ("runmap", False)
+    assert 0.05 <= waited < 1
+    assert got == [COLUMNS]
+    assert (get_token.call_count, columns.call_count, run.call_count) == (1, 1, 0)
+
+
+@pytest.mark.anyio
+async def test_get_token_waits_for_another_call_s_fetch_within_the_client_pool_timeout() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        api.post("/GetMapColumns").mock(return_value=columns_answer())
+        async with client(timeout=Timeout(30, pool=0.05)) as sc:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sc.maps.columns, GUID_CUSTOMERS)
+                await stalled.sent.wait()
+                with (
+                    anyio.fail_after(5),
+                    pytest.raises(APITimeoutError, match=r"^GetToken: no token for company "),
+                ):
+                    await sc.auth.get_token()
+                stalled.release.set()
+            assert (await sc.auth.get_token()).value == TOKEN
+    assert get_token.call_count == 1
+
+
+@pytest.mark.anyio
+async def test_validate_waits_for_another_call_s_token_within_its_own_pool_timeout() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        get_token = api.post("/GetToken").mock(side_effect=stalled)
+        api.post("/GetMapColumns").mock(return_value=columns_answer())
+        validate = api.post("/validate").respond(200, json=True)
+        # The client's pool timeout is 30 s; the call's is 0.05 s.
+        async with client(timeout=30) as sc, anyio.create_task_group() as tg:
+            tg.start_soon(sc.maps.columns, GUID_CUSTOMERS)
+            await stalled.sent.wait()
+            started = anyio.current_time()
+            with anyio.fail_after(5), pytest.raises(APITimeoutError) as raised:
+                await sc.auth.validate(timeout=Timeout(30, pool=0.05))
+            waited = anyio.current_time() - started
+            stalled.release.set()
+    assert str(raised.value) == (
+        f"validate: no token for company {COMPANY} came within 0.05s (another call is "
+        "still getting it, from the token store or with GetToken); nothing was sent"
+    )
+    assert (raised.value.endpoint, raised.value.sent) == ("validate", False)
+    assert waited < 1
+    assert (get_token.call_count, validate.call_count) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_wait_for_another_call_s_token_is_bounded_by_the_total_too() -> None:
+    stalled = StalledToken()
+    with mock_api(token=None) as api:
+        api.post("/GetToken").mock(side_effect=stalled)
+        api.post("/GetMapList").respond(200, content=MAP_LIST_JSON)
+        async with client(timeout=Timeout(30, total=60)) as sc, anyio.create_task_group() as tg:
+            tg.start_soon(sc.maps.list)  # sends the GetToken, held back
+            await stalled.sent.wait()
+            with anyio.fail_after(2), pytest.raises(APITimeoutError) as info:
+                await sc.maps.columns(GUID_CUSTOMERS, timeout=Timeout(30, total=0.2))
+            assert "no token for company" in str(info.value)
+            stalled.release.set()

@@ -20,7 +20,7 @@ import anyio
 import httpx
 import respx
 
-from smartconnect_async import Credentials, SmartConnect
+from smartconnect_async import Column, Credentials, SmartConnect
 
 API_URL = "https://sc.example.com/API"
 
@@ -71,6 +71,19 @@ COLUMNS_JSON = b"""[
         "IsRequired": false
     }
 ]"""
+# The columns of that answer, parsed.
+COLUMNS = [
+    Column("AccountNumber", True),
+    Column("AccountName", False),
+    Column("Phone", False),
+]
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def columns_answer() -> httpx.Response:
+    """The reference GetMapColumns answer, as JSON."""
+    return httpx.Response(200, content=COLUMNS_JSON, headers=JSON_HEADERS)
+
 
 # reference: GetAllData example answer, byte for byte.
 GETALLDATA_XML = (
@@ -314,3 +327,16 @@ class CountedBody(httpx.AsyncByteStream):
         for chunk in self.chunks:
             self.pulled += 1
             yield chunk
+
+
+class StalledToken:
+    """A GetToken answer held back until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.sent = anyio.Event()
+        self.release = anyio.Event()
+
+    async def __call__(self, _request: httpx.Request) -> httpx.Response:
+        self.sent.set()
+        await self.release.wait()
+        return httpx.Response(200, json=TOKEN)
