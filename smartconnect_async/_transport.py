@@ -1,8 +1,8 @@
-"""The one place that does I/O: every call funnels through ``Transport.call`` (an answer
+"""The one place that sends requests: every call funnels through ``Transport.call`` (an answer
 read whole) or ``Transport.stream`` (an answer read as it arrives), in two layers:
 
-- ``_send`` and ``_attempts``: the attempt loop, within the call's total timeout: the
-  token (``_tokens``), one refresh after a 401, the retries ``_retry`` allows;
+- ``_send``: the attempt loop, within the call's total timeout: the token
+  (``_tokens``), one refresh after a 401, the retries ``_retry`` allows;
 - ``_attempt``: one request, past the limits (``_limits``), through the backend; an error
   answer judged by ``_wire``, a successful one read by ``_reading``.
 """

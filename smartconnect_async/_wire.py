@@ -196,7 +196,12 @@ def may_have_run(call: Call[object], *, status: int | None = None, sent: bool = 
 
 
 def request_id(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id")
+    """The answer's ``X-Request-Id``, any character that is not printable escaped: it
+    goes into messages and log lines, where a line break could forge another line."""
+    value = headers.get("x-request-id")
+    if value is None or value.isprintable():
+        return value
+    return value.encode("unicode_escape").decode("ascii")
 
 
 def is_html(content_type: str, body: bytes = b"") -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -18,6 +19,7 @@ from unit_support import (
     GUID_CUSTOMERS,
     MAP_LIST_JSON,
     SleepRecorder,
+    StalledToken,
     client,
     columns_answer,
     data_answer,
@@ -35,6 +37,7 @@ from smartconnect_async import (
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
+    Credentials,
     NotFoundError,
     RateLimitError,
     RunOutcomeUnknown,
@@ -545,3 +548,50 @@ async def test_closing_the_client_while_a_call_waits_is_client_closed_error() ->
             release.set()
     assert any(isinstance(e, ClientClosedError) for e in errors)
     assert all(isinstance(e, SmartConnectError) for e in errors)
+
+
+# ---- a call that ends early gives its place in the pool back ------------------------
+
+
+@pytest.mark.parametrize("ending", ["cancelled in GetToken", "cancelled in its answer", "500"])
+async def test_a_call_that_ends_early_leaves_the_pool_as_it_found_it(ending: str) -> None:
+    # With a pool of one connection, a company with a call under way has the connection
+    # kept for it; once that call has ended, however it ended, another company's call
+    # takes the connection at once.
+    stalled = StalledToken()
+    answered = anyio.Event()
+
+    async def stalled_answer(_request: httpx.Request) -> httpx.Response:
+        answered.set()
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    with mock_api(token=None) as api:
+        api.post("/GetToken").mock(side_effect=stalled)
+        first_answer = {"cancelled in its answer": [stalled_answer], "500": [httpx.Response(500)]}
+        api.post("/GetMapColumns").side_effect = [*first_answer.get(ending, []), columns_answer()]
+        if ending != "cancelled in GetToken":
+            stalled.release.set()
+        async with client(max_connections=1, max_retries=0) as sc:
+            pool = sc._transport.limits.connections
+            async with anyio.create_task_group() as tg:
+
+                async def first() -> None:
+                    with pytest.raises(ServerError) if ending == "500" else nullcontext():
+                        await sc.maps.columns(GUID_CUSTOMERS)
+
+                tg.start_soon(first)
+                if ending == "cancelled in GetToken":
+                    await stalled.sent.wait()
+                    tg.cancel_scope.cancel()
+                elif ending == "cancelled in its answer":
+                    await answered.wait()
+                    tg.cancel_scope.cancel()
+            stalled.release.set()
+            other = sc.with_credentials(
+                Credentials(email="b@example.com", password="pw", company_id="OTHER")
+            )
+            with anyio.fail_after(5):
+                got = await other.maps.columns(GUID_CUSTOMERS, timeout=Timeout(5, pool=0.2))
+            assert got == COLUMNS
+            assert (pool.free, pool._kept, pool._under_way, pool._held) == (1, 0, {}, {})

@@ -25,6 +25,7 @@ from smartconnect_async._wire import (
     may_have_run,
     read_answer,
     request_headers,
+    request_id,
     request_url,
     status_error,
 )
@@ -254,6 +255,24 @@ def test_status_error_names_the_map_the_request_id_and_the_wait() -> None:
     assert error.request_id == "req-42"
     assert error.retry_after == 2.5
     assert error.body == "Slow down"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("req-42", "req-42"),
+        ("0HN8:00000001 été", "0HN8:00000001 été"),
+        ("a\r\nINFO forged line", "a\\r\\nINFO forged line"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+    ],
+)
+def test_a_request_id_is_kept_with_what_is_not_printable_escaped(value: str, kept: str) -> None:
+    assert request_id({"x-request-id": value}) == kept
+    error = status_error(_read(), 500, {"x-request-id": value}, b"", (), SENT, None)
+    assert error.request_id == kept
+    assert str(error).endswith(f"(request id {kept})")
+    assert "\n" not in str(error)
+    assert request_id({}) is None
 
 
 def test_status_error_without_a_body() -> None:
