@@ -1,7 +1,7 @@
 """Every token rule: password hashing, the GetToken call, reading a token's issue time,
 expiry arithmetic, the ``TokenStore`` protocol (and its optional fleet-wide
-``RefreshLocking``), the single-flight per-company token cache (``TokenCache``) and which
-password a cached token goes to (``Tokens``)."""
+``RefreshLocking``), the single-flight per-company token cache (``TokenCache``), which
+password a cached token goes to, and fetching one with GetToken (``Tokens``)."""
 
 from __future__ import annotations
 
