@@ -21,12 +21,17 @@ logger = logging.getLogger("smartconnect_async")
 __all__ = ["Data", "RowStream", "data_call"]
 
 
+def _answer(endpoint: str, map_key: str | None) -> str:
+    """How a message names a data answer."""
+    return f"the {endpoint} answer for map {map_key}"
+
+
 def data_call(
     map_key: str, variables: Mapping[str, str] | None = None, max_columns: int = MAX_COLUMNS
 ) -> Call[DataSet]:
     """``GetAllData``, or ``GetAllDataWithVariables`` when there are variables."""
     endpoint = "GetAllDataWithVariables" if variables else "GetAllData"
-    what = f"the {endpoint} answer for map {map_key}"
+    what = _answer(endpoint, map_key)
     return Call(
         endpoint,
         lambda body: parse_data_set(body, what, max_columns),
@@ -127,7 +132,7 @@ class RowStream:
             )
             max_columns = self._session.transport.max_columns
             call = self._call = data_call(key, self._variables, max_columns)
-            self._parser = DataSetParser(f"the {call.endpoint} answer for map {key}", max_columns)
+            self._parser = DataSetParser(_answer(call.endpoint, key), max_columns)
             stream = self._session.stream(
                 call, timeout=self._timeout, max_retries=self._max_retries
             )
@@ -160,9 +165,10 @@ class RowStream:
         assert call is not None
         if self.table in held or not (held or self._strict):
             return
+        answer = _answer(call.endpoint, call.map_key)
         if self._strict:
             raise UnknownTableError(
-                f"the {call.endpoint} answer for map {call.map_key} has no rows of "
+                f"{answer} has no rows of "
                 + (f"table {self.table!r}" if self.table is not None else "any table")
                 + "; it holds "
                 + (", ".join(map(repr, held)) or "no rows at all"),
@@ -170,9 +176,8 @@ class RowStream:
                 tables=held,
             )
         logger.warning(
-            "the %s answer for map %s has no rows of table %r (it has rows of %s)",
-            call.endpoint,
-            call.map_key,
+            "%s has no rows of table %r (it has rows of %s)",
+            answer,
             self.table,
             ", ".join(map(repr, held)),
         )
