@@ -83,6 +83,13 @@ GIVE_BACK_TIMEOUT = 0.5
 """The longest a run waits for Redis to take its lease back (shielded from
 cancellation; a give-back takes a millisecond): past it, the lease expires after its
 TTL, and the run's call is not held up by a Redis that does not answer."""
+_NO_ANSWER = "Redis did not answer in time"
+
+
+def _unreachable(exc: BaseException) -> str:
+    """Why Redis failed, for a message: the exception's type only (its text names the
+    server's address)."""
+    return f"Redis cannot be reached: {type(exc).__name__}"
 
 
 class RedisRunLimits:
@@ -201,13 +208,13 @@ class RedisRunLimits:
                     try:
                         held = await self._script(self._acquire, key, limit, self._ttl_ms, lease)
                     except self._errors as exc:
-                        reason = f"Redis cannot be reached: {type(exc).__name__}"
+                        reason = _unreachable(exc)
                     else:
                         if held < 0:
                             return
                         reason = f"all {held} run leases of company {company} were held"
                 if scope.cancelled_caught:
-                    raise LeaseTimeout("Redis did not answer in time")
+                    raise LeaseTimeout(_NO_ANSWER)
                 wait = pause * random.uniform(0.5, 1.0)
                 if deadline is not None:
                     wait = min(wait, max(deadline - anyio.current_time(), 0.0))
@@ -224,13 +231,13 @@ class RedisRunLimits:
         every = self.lease_ttl / 3
         while True:
             await anyio.sleep(every)
-            problem = "Redis did not answer in time"
+            problem = _NO_ANSWER
             with anyio.move_on_after(every):
                 try:
                     if await self._script(self._renew, key, self._ttl_ms, lease):
                         continue
                 except self._errors as exc:
-                    problem = f"Redis cannot be reached: {type(exc).__name__}"
+                    problem = _unreachable(exc)
                 else:
                     logger.warning(
                         "the fleet run lease of a run of company %s expired before it was "
@@ -249,12 +256,12 @@ class RedisRunLimits:
     async def _give_back(self, key: str, lease: str, company: str) -> None:
         """Remove the lease, shielded from cancellation and bounded; if Redis cannot
         take it back, it expires after its TTL."""
-        problem = "Redis did not answer in time"
+        problem = _NO_ANSWER
         with anyio.move_on_after(GIVE_BACK_TIMEOUT, shield=True):
             try:
                 await self.redis.zrem(key, lease)
             except self._errors as exc:
-                problem = f"Redis cannot be reached: {type(exc).__name__}"
+                problem = _unreachable(exc)
             else:
                 return
         logger.warning(
